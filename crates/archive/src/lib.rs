@@ -1,0 +1,8 @@
+//! The archive: where finished step logs rest, one object per step.
+//!
+//! Everything above this crate talks to an [`ObjectStore`]; what is behind it (a local
+//! directory, AWS S3, or any S3-compatible server) is chosen once, at start.
+
+mod store;
+
+pub use store::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};

@@ -1,0 +1,131 @@
+//! The JSON types Woodpecker exchanges with a log addon.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Woodpecker's `model.LogEntryType`: 0 stdout, 1 stderr, 2 exit code, 3 metadata,
+/// 4 progress. Kept as a plain integer so that types added upstream pass through untouched.
+pub type EntryType = i64;
+
+/// One log line, field for field as Woodpecker's `model.LogEntry` marshals it.
+///
+/// `data` is Go's `[]byte`: base64 in JSON, and `null` for a nil slice. `None` and
+/// `Some(vec![])` are kept apart so that what the agent sent is what a read returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    #[serde(default)]
+    pub id: i64,
+    #[serde(default)]
+    pub step_id: i64,
+    #[serde(default)]
+    pub time: i64,
+    #[serde(default)]
+    pub line: i64,
+    #[serde(default, with = "go_bytes")]
+    pub data: Option<Vec<u8>>,
+    #[serde(default, rename = "type")]
+    pub entry_type: EntryType,
+}
+
+/// The part of Woodpecker's `model.Step` a log store needs. Unknown fields are ignored, so
+/// newer Woodpecker versions that add fields keep working.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub id: i64,
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub pipeline_id: i64,
+    #[serde(default)]
+    pub pid: i64,
+    #[serde(default)]
+    pub ppid: i64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    #[serde(default)]
+    pub exit_code: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub started: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub finished: i64,
+    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    pub step_type: String,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Go's `encoding/json` rules for `[]byte`: standard base64 with padding, `null` for nil.
+mod go_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+
+    use super::*;
+
+    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match data {
+            None => s.serialize_none(),
+            Some(bytes) => s.serialize_str(&STANDARD.encode(bytes)),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        // Go's decoder skips \r and \n inside base64 strings; do the same.
+        let cleaned: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+        STANDARD
+            .decode(cleaned.as_bytes())
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("log entry data is not base64: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_keeps_null_apart_from_empty() {
+        let null: LogEntry = serde_json::from_str(r#"{"line":1,"data":null}"#).unwrap();
+        let empty: LogEntry = serde_json::from_str(r#"{"line":1,"data":""}"#).unwrap();
+        assert_eq!(null.data, None);
+        assert_eq!(empty.data, Some(vec![]));
+        assert!(serde_json::to_string(&null).unwrap().contains(r#""data":null"#));
+        assert!(serde_json::to_string(&empty).unwrap().contains(r#""data":"""#));
+    }
+
+    #[test]
+    fn binary_data_round_trips_as_base64() {
+        let entry = LogEntry {
+            step_id: 7,
+            line: 3,
+            data: Some(vec![0xff, 0x00, 0xfe, b'\n']),
+            entry_type: 1,
+            ..LogEntry::default()
+        };
+        let json = serde_json::to_string(&entry).unwrap();
+        assert!(json.contains(r#""data":"/wD+Cg==""#), "{json}");
+        assert_eq!(serde_json::from_str::<LogEntry>(&json).unwrap(), entry);
+    }
+
+    #[test]
+    fn step_ignores_unknown_fields() {
+        let step: Step =
+            serde_json::from_str(r#"{"id":42,"name":"build","environ":{"A":"b"},"children":[]}"#)
+                .unwrap();
+        assert_eq!(step.id, 42);
+        assert_eq!(step.name, "build");
+    }
+
+    #[test]
+    fn bad_base64_is_an_error() {
+        let err = serde_json::from_str::<LogEntry>(r#"{"data":"%%%"}"#).unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
+    }
+}

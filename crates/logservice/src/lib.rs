@@ -1,0 +1,14 @@
+//! Woodpecker's log-store contract, as the server's addon client speaks it.
+//!
+//! The server sends a [`Step`] and [`LogEntry`] values as JSON (see Woodpecker's
+//! `server/services/log/addon`); this crate mirrors those types exactly, defines the
+//! [`LogService`] trait every store implements, and ships [`MemoryStore`], the reference for
+//! the read contract: entries ordered by `line`, one per line number, first write wins.
+
+mod entry;
+mod memory;
+mod service;
+
+pub use entry::{EntryType, LogEntry, Step};
+pub use memory::MemoryStore;
+pub use service::{LogError, LogService, StepId};
