@@ -3,6 +3,8 @@
 //! Everything above this crate talks to an [`ObjectStore`]; what is behind it (a local
 //! directory, AWS S3, or any S3-compatible server) is chosen once, at start.
 
+mod settings;
 mod store;
 
+pub use settings::{ProcessEnv, SettingError, Source, parse_bool, parse_duration};
 pub use store::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};
