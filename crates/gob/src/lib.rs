@@ -1,1 +1,266 @@
+//! Go's `encoding/gob`, as much of it as `net/rpc` needs, written for hostile input.
+//!
+//! The Woodpecker server talks to its log-store addon through go-plugin's net/rpc, whose
+//! default codec is gob. This crate is that codec, kept separate from the RPC runtime so it
+//! can be tested byte for byte against a real Go process and fuzzed on its own.
+//!
+//! * [`message_len`] splits a byte stream into gob messages (`uint(len)` + payload).
+//! * [`Decoder`] reads every kind of value gob can send into a generic [`Value`], keeping the
+//!   per-stream table of type definitions. It never panics, never recurses deeper than
+//!   [`Limits::max_depth`], and never allocates more than the bytes received justify.
+//! * [`Encoder`] writes scalars and structs of scalars/structs the way Go's encoder does
+//!   (one definition per type per stream, ids from 64, zero fields omitted), so a Go
+//!   `net/rpc` client decodes our replies.
+//!
+//! Type definitions are per stream and per direction: use one [`Decoder`] and one [`Encoder`]
+//! per yamux stream, never shared.
 
+mod decode;
+mod encode;
+mod wire;
+
+pub use decode::Decoder;
+pub use encode::Encoder;
+
+/// A decoded or to-be-encoded gob value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Complex(f64, f64),
+    Bytes(Vec<u8>),
+    /// Go strings may hold any bytes; invalid UTF-8 is decoded lossily (U+FFFD) rather than
+    /// refused, so a stray byte in, say, an error text does not kill the whole stream.
+    String(String),
+    Struct(Struct),
+    Slice(Vec<Value>),
+    Array(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+    /// An interface value: the registered concrete type name and the value; None for nil.
+    Interface(Option<(String, Box<Value>)>),
+    /// A GobEncoder/BinaryMarshaler/TextMarshaler value: its raw bytes.
+    Encoded(Vec<u8>),
+}
+
+/// A struct value. On the wire gob matches struct fields by name, so names are what count.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Struct {
+    pub name: String,
+    /// Decoding: the fields present on the wire, in field order (gob omits zero fields).
+    /// Encoding: all fields of the type; zero-valued ones are declared in the type but not sent.
+    pub fields: Vec<(String, Value)>,
+}
+
+impl Value {
+    /// The value of the struct field `name`, if this is a struct and the field is present.
+    /// A field missing from a decoded struct was zero on the sender's side.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Struct(s) => s.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Value::Uint(u) => Some(*u),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The anonymous empty struct (`struct{}`): what net/rpc sends as the body of an error
+    /// reply and as the reply of `Control.Ping`/`Control.Quit`.
+    pub fn empty_struct() -> Value {
+        Value::Struct(Struct::default())
+    }
+
+    /// A short name of the value's kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Uint(_) => "uint",
+            Value::Float(_) => "float",
+            Value::Complex(..) => "complex",
+            Value::Bytes(_) => "bytes",
+            Value::String(_) => "string",
+            Value::Struct(_) => "struct",
+            Value::Slice(_) => "slice",
+            Value::Array(_) => "array",
+            Value::Map(_) => "map",
+            Value::Interface(_) => "interface",
+            Value::Encoded(_) => "GobEncoder",
+        }
+    }
+}
+
+/// Bounds on what a [`Decoder`] accepts from its peer.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest message payload (and largest value spread over several messages), in bytes.
+    pub max_message_len: usize,
+    /// Deepest nesting of structs, slices, arrays, maps and interfaces in one value. It bounds
+    /// the decoder's recursion, so it must stay small enough for the thread's stack.
+    pub max_depth: usize,
+    /// Most type definitions one stream may send.
+    pub max_types: usize,
+}
+
+impl Default for Limits {
+    /// 256 MiB messages, depth 64, 1024 types: far above what net/rpc headers and the
+    /// Woodpecker log calls need, far below what would exhaust the process.
+    fn default() -> Self {
+        Self {
+            max_message_len: 256 << 20,
+            max_depth: 64,
+            max_types: 1024,
+        }
+    }
+}
+
+/// Why a stream could not be decoded or a value not encoded. Decoding errors describe the
+/// peer's bytes; after one, the stream's gob state is unreliable and it should be closed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("gob: message of {len} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLong { len: u64, limit: usize },
+    #[error("gob: empty message")]
+    EmptyMessage,
+    #[error("gob: message ends inside {what}")]
+    Truncated { what: &'static str },
+    #[error(
+        "gob: malformed unsigned integer in {what}: byte {byte:#04x} announces more than 8 bytes"
+    )]
+    BadUint { what: &'static str, byte: u8 },
+    #[error("gob: {what} of {len} exceeds the {remaining} bytes left in the message")]
+    LengthBeyondMessage {
+        what: &'static str,
+        len: u64,
+        remaining: usize,
+    },
+    #[error("gob: type id {0} cannot be defined: ids below 64 are predefined")]
+    ReservedTypeId(i64),
+    #[error("gob: type id {0} is out of range")]
+    TypeIdOutOfRange(i64),
+    #[error("gob: duplicate type received: id {0} is already defined on this stream")]
+    DuplicateType(i64),
+    #[error("gob: more than {0} type definitions on one stream")]
+    TooManyTypes(usize),
+    #[error("gob: type id {0} is not defined on this stream")]
+    UnknownType(i64),
+    #[error("gob: invalid type definition for id {id}: {reason}")]
+    BadTypeDefinition { id: i64, reason: String },
+    #[error("gob: {0} bytes of extra data after a type definition")]
+    ExtraData(usize),
+    #[error("gob: {0} bytes of extra data after a value")]
+    TrailingData(usize),
+    #[error("gob: value nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("gob: corrupted data: {0}")]
+    Corrupt(String),
+    #[error("gob: cannot encode {0}")]
+    Unsupported(String),
+}
+
+/// Message framing: gob prefixes every message with uint(len).
+/// Ok(None) = need more bytes; Ok(Some((prefix_len, payload_len)));
+/// Err if the length is malformed or above `limit`.
+pub fn message_len(buf: &[u8], limit: usize) -> Result<Option<(usize, usize)>, Error> {
+    let Some((len, prefix)) = wire::decode_uint(buf, "message length")? else {
+        return Ok(None);
+    };
+    if len > limit as u64 {
+        return Err(Error::MessageTooLong { len, limit });
+    }
+    Ok(Some((prefix, len as usize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_len_needs_more_then_answers() {
+        assert_eq!(message_len(&[], 100), Ok(None));
+        assert_eq!(message_len(&[0x2e], 100), Ok(Some((1, 46))));
+        assert_eq!(message_len(&[0xfe, 0x01], 1000), Ok(None));
+        assert_eq!(
+            message_len(&[0xfe, 0x01, 0x00, 0xaa], 1000),
+            Ok(Some((3, 256)))
+        );
+    }
+
+    #[test]
+    fn message_len_refuses_huge_and_malformed_lengths() {
+        assert_eq!(
+            message_len(&[0xfe, 0x01, 0x00], 255),
+            Err(Error::MessageTooLong {
+                len: 256,
+                limit: 255
+            })
+        );
+        let huge = [0xf8, 0xff, 0, 0, 0, 0, 0, 0, 0];
+        assert!(matches!(
+            message_len(&huge, usize::MAX >> 1),
+            Err(Error::MessageTooLong { .. })
+        ));
+        assert!(matches!(
+            message_len(&[0xf0], 100),
+            Err(Error::BadUint { .. })
+        ));
+    }
+
+    #[test]
+    fn accessors_match_only_their_kind() {
+        let s = Value::Struct(Struct {
+            name: "Request".into(),
+            fields: vec![
+                (
+                    "ServiceMethod".into(),
+                    Value::String("Plugin.LogFind".into()),
+                ),
+                ("Seq".into(), Value::Uint(7)),
+            ],
+        });
+        assert_eq!(
+            s.field("ServiceMethod").and_then(Value::as_str),
+            Some("Plugin.LogFind")
+        );
+        assert_eq!(s.field("Seq").and_then(Value::as_u64), Some(7));
+        assert_eq!(s.field("Error"), None);
+        assert_eq!(Value::Int(7).as_u64(), None);
+        assert_eq!(Value::Bytes(vec![1]).as_bytes(), Some(&[1u8][..]));
+        assert_eq!(Value::String("x".into()).as_bytes(), None);
+        assert_eq!(Value::Bool(true).as_bool(), Some(true));
+        assert_eq!(
+            Value::empty_struct(),
+            Value::Struct(Struct {
+                name: String::new(),
+                fields: vec![]
+            })
+        );
+    }
+}
