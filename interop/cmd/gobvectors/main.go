@@ -8,9 +8,9 @@
 // Pad throw-away types so that the ids move up, as they would in a Woodpecker server that
 // had gob-encoded something else before loading the addon.
 //
-// Usage, from the repository root:
+// Usage:
 //
-//	go run ./interop/cmd/gobvectors -out crates/gob/tests/golden/vectors.json
+//	cd interop && go run ./cmd/gobvectors -out ../crates/gob/tests/golden/vectors.json
 package main
 
 import (
