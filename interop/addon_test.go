@@ -263,14 +263,15 @@ func runHostHelper() int {
 }
 
 // startHostHelper starts the test binary as a host in its own process and waits for its
-// ready line.
-func startHostHelper(t *testing.T) (host *exec.Cmd, addonPid int, socket string) {
+// ready line; tmpDir is the TMPDIR the addon got.
+func startHostHelper(t *testing.T) (host *exec.Cmd, addonPid int, socket, tmpDir string) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	tmpDir = filepath.Join(dir, "tmp")
 	host = exec.Command(self)
 	host.Env = append(append(os.Environ(), addonEnv(t, dir)...), hostHelperEnv+"="+addonBin)
 	stdout, err := host.StdoutPipe()
@@ -303,7 +304,7 @@ func startHostHelper(t *testing.T) (host *exec.Cmd, addonPid int, socket string)
 	case <-time.After(30 * time.Second):
 		t.Fatalf("host helper not ready after 30 s; stderr:\n%s", stderr.String())
 	}
-	return host, addonPid, socket
+	return host, addonPid, socket, tmpDir
 }
 
 // checkAddonStarted guards against the plugin-mode helpers (plugin.ClientConfig et al.)
