@@ -1,0 +1,269 @@
+//! Building an archive object from the previous object and sealed spool segments, with
+//! bounded memory.
+//!
+//! The result is every entry ordered by line, one per line number, the first written winning:
+//! the previous object first (it holds older writes), then the segments in order, each in file
+//! order. Spool records are sorted in runs of at most `sort_budget_bytes`; a run that does not
+//! fit beside the others goes to a temporary file, and all runs are merged with a heap. The
+//! spool of a running step is nearly sorted already, but agents resend and reorder batches, so
+//! no order is assumed. Memory: one run buffer plus one record per run.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, BufReader, BufWriter, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use logservice::LogEntry;
+use tempfile::NamedTempFile;
+
+use crate::format::{self, ObjectWriter, Record, RecordReader, Summary};
+use crate::spool::read_segment;
+
+/// A finished object, waiting in the spool's tmp directory (deleted when dropped).
+pub(crate) struct Built {
+    pub file: NamedTempFile,
+    pub size: u64,
+    pub summary: Summary,
+}
+
+/// A sorted source of entries.
+enum Run<'a> {
+    Memory(std::vec::IntoIter<LogEntry>),
+    Stream {
+        reader: RecordReader<Box<dyn io::BufRead + 'a>>,
+        what: String,
+        /// A spilled run's file, removed when the run is dropped.
+        _file: Option<NamedTempFile>,
+    },
+}
+
+impl Run<'_> {
+    fn next(&mut self) -> io::Result<Option<LogEntry>> {
+        let (reader, what) = match self {
+            Run::Memory(entries) => return Ok(entries.next()),
+            Run::Stream { reader, what, .. } => (reader, what),
+        };
+        let invalid = |text: String| io::Error::new(io::ErrorKind::InvalidData, text);
+        match reader.next_record() {
+            Ok(Record::Entry(entry, _)) => Ok(Some(entry)),
+            Ok(Record::End) => Ok(None),
+            Ok(Record::Torn { offset, .. }) => Err(invalid(format!(
+                "{what} ends inside a record at byte {offset}"
+            ))),
+            Err(e) => Err(invalid(format!("{what}: {e}"))),
+        }
+    }
+}
+
+/// Rough heap footprint of an entry, for the sort budget.
+fn footprint(entry: &LogEntry) -> usize {
+    std::mem::size_of::<LogEntry>() + entry.data.as_ref().map_or(0, Vec::capacity)
+}
+
+/// Sorts by line keeping the first of equal lines (a stable sort keeps write order).
+fn sort_run(mut entries: Vec<LogEntry>) -> Vec<LogEntry> {
+    entries.sort_by_key(|e| e.line);
+    entries.dedup_by_key(|e| e.line);
+    entries
+}
+
+fn spill(entries: Vec<LogEntry>, tmp: &Path) -> io::Result<Run<'static>> {
+    let mut file = NamedTempFile::with_prefix_in("run-", tmp)?;
+    let mut out = BufWriter::new(file.as_file_mut());
+    let mut buf = Vec::new();
+    for entry in sort_run(entries) {
+        buf.clear();
+        format::encode_record(&entry, &mut buf);
+        out.write_all(&buf)?;
+    }
+    out.flush()?;
+    drop(out);
+    let mut reader = file.reopen()?;
+    reader.rewind()?;
+    Ok(Run::Stream {
+        reader: RecordReader::sorted(Box::new(BufReader::new(reader))),
+        what: format!("sort run {}", file.path().display()),
+        _file: Some(file),
+    })
+}
+
+/// Merges `previous` (an object's compressed bytes) and `segments` into a new object in
+/// `tmp`. Returns `None` when there is nothing to store.
+pub(crate) fn build(
+    previous: Option<&[u8]>,
+    segments: &[PathBuf],
+    tmp: &Path,
+    level: i32,
+    sort_budget: usize,
+) -> io::Result<Option<Built>> {
+    let mut runs: Vec<Run> = Vec::new();
+    if let Some(bytes) = previous {
+        let decoder = zstd::Decoder::new(bytes)?;
+        runs.push(Run::Stream {
+            reader: RecordReader::sorted(Box::new(BufReader::new(decoder))),
+            what: "the previous archive object".into(),
+            _file: None,
+        });
+    }
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0usize;
+    let mut spill_error = None;
+    for path in segments {
+        read_segment(path, None, |entry| {
+            if spill_error.is_some() {
+                return;
+            }
+            chunk_bytes += footprint(&entry);
+            chunk.push(entry);
+            if chunk_bytes >= sort_budget {
+                chunk_bytes = 0;
+                match spill(std::mem::take(&mut chunk), tmp) {
+                    Ok(run) => runs.push(run),
+                    Err(e) => spill_error = Some(e),
+                }
+            }
+        })?;
+        if let Some(e) = spill_error.take() {
+            return Err(e);
+        }
+    }
+    if !chunk.is_empty() {
+        runs.push(Run::Memory(sort_run(chunk).into_iter()));
+    }
+
+    // Heap of (line, run index): equal lines pop in run order, i.e. oldest write first.
+    let mut heads: Vec<Option<LogEntry>> = Vec::with_capacity(runs.len());
+    let mut heap = BinaryHeap::new();
+    for (index, run) in runs.iter_mut().enumerate() {
+        let head = run.next()?;
+        if let Some(entry) = &head {
+            heap.push(Reverse((entry.line, index)));
+        }
+        heads.push(head);
+    }
+    if heap.is_empty() {
+        return Ok(None);
+    }
+
+    let mut file = NamedTempFile::with_prefix_in("object-", tmp)?;
+    let mut writer = ObjectWriter::new(BufWriter::new(file.as_file_mut()), level)?;
+    let mut last = None;
+    while let Some(Reverse((line, index))) = heap.pop() {
+        let entry = heads[index].take().expect("a queued run has a head");
+        if last != Some(line) {
+            writer.push(&entry)?;
+            last = Some(line);
+        }
+        if let Some(next) = runs[index].next()? {
+            heap.push(Reverse((next.line, index)));
+            heads[index] = Some(next);
+        }
+    }
+    let (out, summary) = writer.finish()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let size = file.as_file().metadata()?.len();
+    Ok(Some(Built {
+        file,
+        size,
+        summary,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: i64, text: &str) -> LogEntry {
+        LogEntry {
+            step_id: 1,
+            line,
+            data: Some(text.as_bytes().to_vec()),
+            ..LogEntry::default()
+        }
+    }
+
+    fn write_segment(dir: &Path, name: &str, entries: &[LogEntry]) -> PathBuf {
+        let mut buf = Vec::new();
+        for e in entries {
+            format::encode_record(e, &mut buf);
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, buf).unwrap();
+        path
+    }
+
+    fn read(built: &Built) -> Vec<(i64, String)> {
+        let bytes = std::fs::read(built.file.path()).unwrap();
+        format::decode_object(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.line, String::from_utf8(e.data.unwrap()).unwrap()))
+            .collect()
+    }
+
+    /// Budgets of one entry per run force every record through a run file and the merge.
+    #[test]
+    fn merges_object_and_segments_first_write_wins_at_any_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = ObjectWriter::new(Vec::new(), 3).unwrap();
+        for e in [entry(1, "old1"), entry(3, "old3")] {
+            writer.push(&e).unwrap();
+        }
+        let (previous, _) = writer.finish().unwrap();
+        let a = write_segment(
+            dir.path(),
+            "a",
+            &[
+                entry(4, "a4"),
+                entry(2, "a2"),
+                entry(3, "a3"),
+                entry(4, "a4b"),
+            ],
+        );
+        let b = write_segment(dir.path(), "b", &[entry(0, "b0"), entry(2, "b2")]);
+        for budget in [1, 200, 1 << 20] {
+            let built = build(
+                Some(&previous),
+                &[a.clone(), b.clone()],
+                dir.path(),
+                3,
+                budget,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                read(&built),
+                vec![
+                    (0, "b0".into()),
+                    (1, "old1".into()),
+                    (2, "a2".into()),
+                    (3, "old3".into()),
+                    (4, "a4".into())
+                ],
+                "budget {budget}"
+            );
+            assert_eq!(built.summary.lines, 5);
+        }
+        // Run files are gone once the build is done.
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2);
+    }
+
+    #[test]
+    fn nothing_to_store_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert!(
+            build(None, &[missing], dir.path(), 3, 1024)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_damaged_previous_object_fails_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_segment(dir.path(), "a", &[entry(1, "x")]);
+        assert!(build(Some(b"garbage"), &[a], dir.path(), 3, 1024).is_err());
+    }
+}

@@ -1,0 +1,866 @@
+//! [`Engine`]: Woodpecker's `LogService` over the spool and an archive [`ObjectStore`].
+//!
+//! Appends only touch the local spool, so the network never delays or fails them. A
+//! scheduler archives a step when it is due (StepFinished + grace period, or idle), one
+//! upload per step at a time and a bounded number overall; a failed upload is retried with
+//! backoff while the spool keeps the lines and reads merge object + spool.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use archive::{ObjectStore, StoreError};
+use logservice::{LogEntry, LogError, LogService, Step, StepId};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::build::build;
+use crate::format::{self, Summary};
+use crate::settings::{EngineSettings, SyncMode};
+use crate::spool::{Spool, read_segment};
+
+/// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
+/// stop (dropping it stops the background work too, without the final fsync).
+pub struct Engine {
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The spool's lock, released when the engine goes.
+    _lock: File,
+}
+
+/// Counters for operators and the benchmark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub appends: u64,
+    pub entries_appended: u64,
+    pub spool_bytes_written: u64,
+    /// Spool files flushed to disk by the background sync.
+    pub spool_syncs: u64,
+    pub archive_uploads: u64,
+    pub archive_bytes_uploaded: u64,
+    pub archive_failures: u64,
+    /// Steps the engine currently tracks (running, waiting for archiving, recently archived).
+    pub steps_tracked: usize,
+    /// Steps with lines in the spool that are not archived yet.
+    pub steps_pending: usize,
+    pub open_spool_files: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("spool: {0}")]
+    Spool(#[from] std::io::Error),
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    entries_appended: AtomicU64,
+    spool_bytes_written: AtomicU64,
+    spool_syncs: AtomicU64,
+    archive_uploads: AtomicU64,
+    archive_bytes_uploaded: AtomicU64,
+    archive_failures: AtomicU64,
+}
+
+struct Inner {
+    settings: EngineSettings,
+    store: Arc<dyn ObjectStore>,
+    spool: Spool,
+    steps: Mutex<HashMap<StepId, Arc<Slot>>>,
+    permits: Arc<Semaphore>,
+    counters: Counters,
+}
+
+/// One step's small in-memory state; never any of its lines.
+struct Slot {
+    state: Mutex<StepState>,
+    /// Held by an archive run and by LogDelete: one of them at a time per step.
+    archive: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct StepState {
+    /// The slot left the map (deleted or forgotten): look the step up again.
+    removed: bool,
+    /// Segments `first_segment..segment` are sealed; `segment` takes appends.
+    first_segment: u32,
+    segment: u32,
+    /// Acknowledged bytes in `segment`.
+    segment_len: u64,
+    last_append: Instant,
+    finished_at: Option<Instant>,
+    archived_at: Option<Instant>,
+    archiving: bool,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Action {
+    Wait,
+    Archive,
+    Forget,
+}
+
+impl StepState {
+    fn new(now: Instant) -> Self {
+        Self {
+            removed: false,
+            first_segment: 0,
+            segment: 0,
+            segment_len: 0,
+            last_append: now,
+            finished_at: None,
+            archived_at: None,
+            archiving: false,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.first_segment < self.segment || self.segment_len > 0
+    }
+
+    /// What the scheduler should do with the step now.
+    ///
+    /// A step with spool data is due `finalize_delay` after StepFinished or its last line,
+    /// whichever is later, or `idle_timeout` after its last line if it never finished. A step
+    /// without spool data is kept for `idle_timeout` after its last activity, so late lines
+    /// of a finished step are re-archived after the short grace period, then forgotten.
+    fn action(&self, now: Instant, settings: &EngineSettings) -> Action {
+        if self.removed || self.archiving {
+            return Action::Wait;
+        }
+        if self.has_data() {
+            let due = match self.finished_at {
+                Some(finished) => finished.max(self.last_append) + settings.finalize_delay,
+                None => self.last_append + settings.idle_timeout,
+            };
+            let due = self.retry_at.map_or(due, |retry| retry.max(due));
+            return if now >= due {
+                Action::Archive
+            } else {
+                Action::Wait
+            };
+        }
+        let last = [Some(self.last_append), self.finished_at, self.archived_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.last_append);
+        if now >= last + settings.idle_timeout {
+            Action::Forget
+        } else {
+            Action::Wait
+        }
+    }
+}
+
+/// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
+/// must not take every later call down with it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn storage(text: String) -> LogError {
+    LogError::Storage(text)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+impl Engine {
+    /// Opens the spool (recovering what a previous run left), and starts the background
+    /// sync and the archive scheduler. Needs a Tokio runtime. The store is not contacted.
+    pub async fn start(
+        settings: EngineSettings,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, StartError> {
+        let root = settings.spool_dir.clone();
+        let max_open = settings.max_open_files;
+        let (spool, lock, recovered) = blocking(move || {
+            let (spool, lock) = Spool::open(&root, max_open)?;
+            let recovered = spool.recover()?;
+            Ok::<_, std::io::Error>((spool, lock, recovered))
+        })
+        .await?;
+
+        let now = Instant::now();
+        let mut steps = HashMap::new();
+        let (mut finished, mut pending) = (0, 0);
+        for (id, found) in recovered {
+            let mut state = StepState::new(now);
+            if let (Some(first), Some(last)) = (found.segments.first(), found.segments.last()) {
+                state.first_segment = *first;
+                // Never append behind a repaired tail: new lines start a new segment.
+                state.segment = last + 1;
+                pending += 1;
+            }
+            if found.finished {
+                // Due now: the grace period passed while the addon was down.
+                let due = now.checked_sub(settings.finalize_delay).unwrap_or(now);
+                state.finished_at = Some(due);
+                state.last_append = due;
+                finished += 1;
+            }
+            steps.insert(
+                id,
+                Arc::new(Slot {
+                    state: Mutex::new(state),
+                    archive: tokio::sync::Mutex::new(()),
+                }),
+            );
+        }
+        tracing::info!(
+            spool = %settings.spool_dir.display(),
+            archive = %store.describe(),
+            steps_pending = pending,
+            steps_finished = finished,
+            "log store engine started"
+        );
+
+        let inner = Arc::new(Inner {
+            permits: Arc::new(Semaphore::new(settings.archive_concurrency.max(1))),
+            settings,
+            store,
+            spool,
+            steps: Mutex::new(steps),
+            counters: Counters::default(),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(sync_loop(inner.clone(), stop_rx.clone())),
+            tokio::spawn(scheduler_loop(inner.clone(), stop_rx)),
+        ];
+        Ok(Self {
+            inner,
+            stop,
+            tasks: Mutex::new(tasks),
+            _lock: lock,
+        })
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// The spool directory in use, for messages to people.
+    pub fn spool_dir(&self) -> &Path {
+        self.inner.spool.root()
+    }
+
+    /// The archive key of a step (see FORMAT.md).
+    pub fn object_key(&self, id: StepId) -> String {
+        format::object_key(&self.inner.settings.key_prefix, id)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let slots: Vec<_> = lock(&self.inner.steps).values().cloned().collect();
+        let steps_pending = slots.iter().filter(|s| lock(&s.state).has_data()).count();
+        EngineStats {
+            appends: get(&c.appends),
+            entries_appended: get(&c.entries_appended),
+            spool_bytes_written: get(&c.spool_bytes_written),
+            spool_syncs: get(&c.spool_syncs),
+            archive_uploads: get(&c.archive_uploads),
+            archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
+            archive_failures: get(&c.archive_failures),
+            steps_tracked: slots.len(),
+            steps_pending,
+            open_spool_files: self.inner.spool.open_files(),
+        }
+    }
+
+    /// Flushes every appended line to disk now.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let inner = self.inner.clone();
+        blocking(move || inner.sync()).await
+    }
+
+    /// Stops archiving (an upload in flight is abandoned; its lines stay in the spool and
+    /// are archived after the next start), then flushes the spool.
+    pub async fn shutdown(self) -> Result<(), LogError> {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.flush().await
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn sync(&self) -> Result<(), LogError> {
+        let synced = self
+            .spool
+            .sync_pending()
+            .map_err(|e| storage(format!("cannot flush the spool: {e}")))?;
+        self.counters
+            .spool_syncs
+            .fetch_add(synced as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs `f` on the step's live state, creating it when asked.
+    fn with_state<T>(
+        &self,
+        id: StepId,
+        create: bool,
+        mut f: impl FnMut(&mut StepState) -> T,
+    ) -> Option<T> {
+        loop {
+            let slot = {
+                let mut steps = lock(&self.steps);
+                match steps.get(&id) {
+                    Some(slot) => slot.clone(),
+                    None if create => steps
+                        .entry(id)
+                        .or_insert_with(|| {
+                            Arc::new(Slot {
+                                state: Mutex::new(StepState::new(Instant::now())),
+                                archive: tokio::sync::Mutex::new(()),
+                            })
+                        })
+                        .clone(),
+                    None => return None,
+                }
+            };
+            let mut state = lock(&slot.state);
+            if !state.removed {
+                return Some(f(&mut state));
+            }
+        }
+    }
+
+    fn append(&self, id: StepId, records: &[u8], entries: usize) -> Result<(), LogError> {
+        let sync = self.settings.sync == SyncMode::Always;
+        self.with_state(id, true, |state| {
+            self.spool
+                .append(id, state.segment, state.segment_len, records, sync)?;
+            state.segment_len += records.len() as u64;
+            state.last_append = Instant::now();
+            Ok::<_, std::io::Error>(())
+        })
+        .expect("created on demand")
+        .map_err(|e| storage(format!("cannot stage log lines of step {id}: {e}")))?;
+        let c = &self.counters;
+        c.appends.fetch_add(1, Ordering::Relaxed);
+        c.entries_appended
+            .fetch_add(entries as u64, Ordering::Relaxed);
+        c.spool_bytes_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn finished(&self, id: StepId) {
+        self.with_state(id, true, |state| {
+            if state.finished_at.is_none() {
+                state.finished_at = Some(Instant::now());
+                // Only a hint for recovery: without it the step is archived after the idle
+                // timeout instead of right after a restart.
+                if let Err(e) = self.spool.write_marker(id) {
+                    tracing::warn!(step = %id, error = %e, "cannot mark step as finished in the spool");
+                }
+            }
+        });
+    }
+
+    /// Every spooled entry of a step, first write per line.
+    fn read_spool(&self, id: StepId) -> Result<BTreeMap<i64, LogEntry>, LogError> {
+        let Some((segments, len)) = self.with_state(id, false, |state| {
+            (state.first_segment..state.segment + 1, state.segment_len)
+        }) else {
+            return Ok(BTreeMap::new());
+        };
+        let current = segments.end - 1;
+        let mut lines = BTreeMap::new();
+        for segment in segments {
+            let limit = (segment == current).then_some(len);
+            read_segment(&self.spool.segment_path(id, segment), limit, |entry| {
+                lines.entry(entry.line).or_insert(entry);
+            })
+            .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+        }
+        Ok(lines)
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let initial = self.settings.retry_initial;
+        let base = initial
+            .checked_mul(1u32 << failures.saturating_sub(1).min(20))
+            .unwrap_or(self.settings.retry_max)
+            .min(self.settings.retry_max);
+        // Jitter spreads the retries of many steps after an outage.
+        base.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+
+    /// Starts archive runs of due steps while upload slots are free; forgets idle ones.
+    fn schedule(self: &Arc<Self>, jobs: &mut JoinSet<()>) {
+        let now = Instant::now();
+        let slots: Vec<(StepId, Arc<Slot>)> = lock(&self.steps)
+            .iter()
+            .map(|(id, slot)| (*id, slot.clone()))
+            .collect();
+        let mut forget = Vec::new();
+        for (id, slot) in slots {
+            let mut state = lock(&slot.state);
+            match state.action(now, &self.settings) {
+                Action::Wait => {}
+                Action::Forget => forget.push((id, slot.clone())),
+                Action::Archive => {
+                    let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    state.archiving = true;
+                    drop(state);
+                    let inner = self.clone();
+                    jobs.spawn(async move {
+                        inner.archive_job(id, slot).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        if forget.is_empty() {
+            return;
+        }
+        let mut steps = lock(&self.steps);
+        for (id, slot) in forget {
+            let mut state = lock(&slot.state);
+            if state.action(now, &self.settings) != Action::Forget {
+                continue;
+            }
+            state.removed = true;
+            steps.remove(&id);
+            if let Err(e) = self.spool.remove(id, [], true) {
+                tracing::warn!(step = %id, error = %e, "cannot remove finished marker");
+            }
+        }
+    }
+
+    async fn archive_job(self: Arc<Self>, id: StepId, slot: Arc<Slot>) {
+        /// Clears the archiving flag even when the run panics or is aborted (then as a
+        /// failure, so the step is retried later).
+        struct Done<'a> {
+            inner: &'a Inner,
+            slot: &'a Slot,
+            ok: bool,
+        }
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut state = lock(&self.slot.state);
+                state.archiving = false;
+                if self.ok {
+                    state.failures = 0;
+                    state.retry_at = None;
+                    state.archived_at = Some(Instant::now());
+                } else {
+                    state.failures += 1;
+                    state.retry_at = Some(Instant::now() + self.inner.backoff(state.failures));
+                }
+            }
+        }
+        let mut done = Done {
+            inner: &self,
+            slot: &slot,
+            ok: false,
+        };
+        let started = Instant::now();
+        match self.archive(id, &slot).await {
+            Ok(Some((key, summary, size))) => {
+                done.ok = true;
+                tracing::info!(
+                    step = %id,
+                    key = %key,
+                    lines = summary.lines,
+                    bytes = size,
+                    uncompressed = summary.uncompressed_size,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "archived step log"
+                );
+            }
+            Ok(None) => done.ok = true,
+            Err(e) => {
+                self.counters
+                    .archive_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let failures = lock(&slot.state).failures + 1;
+                tracing::warn!(
+                    step = %id,
+                    attempt = failures,
+                    error = %e,
+                    "archiving failed; the lines stay in the spool and archiving will be retried"
+                );
+            }
+        }
+    }
+
+    /// One archive run: seal, merge previous object + sealed segments, upload, verify, and
+    /// only then delete the sealed segments. Returns what was stored, or `None` when there
+    /// was nothing to do.
+    async fn archive(
+        self: &Arc<Self>,
+        id: StepId,
+        slot: &Slot,
+    ) -> Result<Option<(String, Summary, u64)>, String> {
+        let _exclusive = slot.archive.lock().await;
+        let sealed = {
+            let mut state = lock(&slot.state);
+            if state.removed {
+                return Ok(None);
+            }
+            if state.segment_len > 0 {
+                self.spool.forget_handle(id, state.segment);
+                state.segment += 1;
+                state.segment_len = 0;
+            }
+            state.first_segment..state.segment
+        };
+        if sealed.is_empty() {
+            return Ok(None);
+        }
+        let paths: Vec<PathBuf> = sealed
+            .clone()
+            .map(|s| self.spool.segment_path(id, s))
+            .collect();
+        let key = format::object_key(&self.settings.key_prefix, id);
+        let store = self.store.describe();
+
+        let previous = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| format!("reading the previous archive {key} from {store}: {e}"))?
+            .map(|(bytes, _)| bytes);
+
+        let inner = self.clone();
+        let build_paths = paths.clone();
+        let built = blocking(move || {
+            for path in &build_paths {
+                match inner.spool.sync_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            build(
+                previous.as_deref(),
+                &build_paths,
+                inner.spool.tmp_dir(),
+                inner.settings.compression_level,
+                inner.settings.sort_budget_bytes,
+            )
+        })
+        .await
+        .map_err(|e| format!("building the archive {key}: {e}"))?;
+
+        let stored = match built {
+            // The sealed segments held no readable record: nothing to keep.
+            None => None,
+            Some(built) => {
+                let meta = built.summary.to_meta(id);
+                self.store
+                    .put_file(&key, built.file.path(), &meta)
+                    .await
+                    .map_err(|e| format!("uploading {key} to {store}: {e}"))?;
+                verify(&*self.store, &key, built.size, &built.summary)
+                    .await
+                    .map_err(|e| format!("verifying {key} in {store}: {e}"))?;
+                self.counters
+                    .archive_uploads
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .archive_bytes_uploaded
+                    .fetch_add(built.size, Ordering::Relaxed);
+                Some((key, built.summary, built.size))
+            }
+        };
+        self.drop_sealed(id, slot, sealed).await?;
+        Ok(stored)
+    }
+
+    async fn drop_sealed(
+        self: &Arc<Self>,
+        id: StepId,
+        slot: &Slot,
+        sealed: Range<u32>,
+    ) -> Result<(), String> {
+        let inner = self.clone();
+        let segments = sealed.clone();
+        blocking(move || inner.spool.remove(id, segments, false))
+            .await
+            .map_err(|e| format!("removing archived spool segments: {e}"))?;
+        let mut state = lock(&slot.state);
+        state.first_segment = state.first_segment.max(sealed.end);
+        Ok(())
+    }
+
+    async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<LogEntry>, LogError> {
+        // The spool first, the object second: an archive run deletes segments only after
+        // their object is stored, so lines missing from the segments read here are in the
+        // object read next.
+        let inner = self.clone();
+        let mut lines = blocking(move || inner.read_spool(id)).await?;
+        let key = format::object_key(&self.settings.key_prefix, id);
+        let object = self.store.get(&key).await.map_err(|e| {
+            storage(format!(
+                "cannot read the archived log of step {id} ({key} in {}): {e}",
+                self.store.describe()
+            ))
+        })?;
+        if let Some((bytes, _)) = object {
+            let archived = blocking(move || format::decode_object(&bytes))
+                .await
+                .map_err(|e| {
+                    storage(format!(
+                        "the archived log of step {id} ({key} in {}) is corrupt: {e}",
+                        self.store.describe()
+                    ))
+                })?;
+            // Archived lines were written before anything still in the spool.
+            for entry in archived {
+                lines.insert(entry.line, entry);
+            }
+        }
+        Ok(lines.into_values().collect())
+    }
+
+    async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
+        let key = format::object_key(&self.settings.key_prefix, id);
+        let slot = lock(&self.steps).get(&id).cloned();
+        // No archive run of this step can start or finish while we hold its lock, so none
+        // can store the object again after we delete it.
+        let _exclusive = match &slot {
+            Some(slot) => Some(slot.archive.lock().await),
+            None => None,
+        };
+        let deleted = self.store.delete(&key).await.map_err(|e| {
+            storage(format!(
+                "cannot delete the archived log of step {id} ({key} in {}): {e}",
+                self.store.describe()
+            ))
+        });
+        let inner = self.clone();
+        let removed = slot.clone();
+        blocking(move || {
+            let mut steps = lock(&inner.steps);
+            let segments = match &removed {
+                Some(slot) => {
+                    let mut state = lock(&slot.state);
+                    state.removed = true;
+                    if steps.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                        steps.remove(&id);
+                    }
+                    state.first_segment..state.segment + 1
+                }
+                None => 0..0,
+            };
+            inner.spool.remove(id, segments, true)
+        })
+        .await
+        .map_err(|e| storage(format!("cannot delete the staged log of step {id}: {e}")))?;
+        deleted
+    }
+}
+
+async fn verify(
+    store: &dyn ObjectStore,
+    key: &str,
+    size: u64,
+    summary: &Summary,
+) -> Result<(), StoreError> {
+    let info = store
+        .head(key)
+        .await?
+        .ok_or_else(|| StoreError::Transient("the object is missing right after upload".into()))?;
+    if info.size != size {
+        return Err(StoreError::Corrupt(format!(
+            "stored {} bytes, uploaded {size}",
+            info.size
+        )));
+    }
+    // Some S3-compatible servers drop user metadata; only a contradiction is an error.
+    if let Some(lines) = info.meta.user.get(format::META_LINE_COUNT)
+        && *lines != summary.lines.to_string()
+    {
+        return Err(StoreError::Corrupt(format!(
+            "stored object claims {lines} lines, uploaded {}",
+            summary.lines
+        )));
+    }
+    Ok(())
+}
+
+async fn sync_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(inner.settings.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let worker = inner.clone();
+        if let Err(e) = blocking(move || worker.sync()).await {
+            tracing::error!(error = %e, "spool fsync failed");
+        }
+    }
+}
+
+async fn scheduler_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+    let period = (inner
+        .settings
+        .finalize_delay
+        .min(inner.settings.idle_timeout)
+        / 4)
+    .clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut jobs = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tick.tick() => {}
+        }
+        while let Some(result) = jobs.try_join_next() {
+            if let Err(e) = result
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "an archive run panicked; it will be retried");
+            }
+        }
+        inner.schedule(&mut jobs);
+    }
+    jobs.shutdown().await;
+}
+
+impl LogService for Engine {
+    async fn log_find(&self, step: &Step) -> Result<Vec<LogEntry>, LogError> {
+        self.inner.find(StepId::of(step)?).await
+    }
+
+    async fn log_append(&self, step: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
+        let id = StepId::of(step)?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut records = Vec::with_capacity(entries.len() * 96);
+            for entry in &entries {
+                format::encode_record(entry, &mut records);
+            }
+            inner.append(id, &records, entries.len())
+        })
+        .await
+    }
+
+    async fn log_delete(&self, step: &Step) -> Result<(), LogError> {
+        self.inner.delete(StepId::of(step)?).await
+    }
+
+    async fn step_finished(&self, step: &Step) {
+        match StepId::of(step) {
+            Ok(id) => {
+                let inner = self.inner.clone();
+                blocking(move || inner.finished(id)).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring StepFinished"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EngineSettings {
+        let mut s = EngineSettings::new("/unused");
+        s.finalize_delay = Duration::from_secs(5);
+        s.idle_timeout = Duration::from_secs(600);
+        s
+    }
+
+    #[test]
+    fn finished_steps_are_due_after_the_grace_period_from_their_last_line() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.segment_len = 10;
+        state.finished_at = Some(t0);
+        assert_eq!(state.action(t0 + Duration::from_secs(4), &s), Action::Wait);
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(5), &s),
+            Action::Archive
+        );
+        state.last_append = t0 + Duration::from_secs(3);
+        assert_eq!(state.action(t0 + Duration::from_secs(7), &s), Action::Wait);
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(8), &s),
+            Action::Archive
+        );
+        state.archiving = true;
+        assert_eq!(state.action(t0 + Duration::from_secs(60), &s), Action::Wait);
+    }
+
+    #[test]
+    fn unfinished_steps_wait_for_the_idle_timeout_and_retries_for_backoff() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.segment_len = 1;
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(599), &s),
+            Action::Wait
+        );
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(600), &s),
+            Action::Archive
+        );
+        state.retry_at = Some(t0 + Duration::from_secs(900));
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(899), &s),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn steps_without_data_are_forgotten_after_the_idle_timeout() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.archived_at = Some(t0 + Duration::from_secs(10));
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(609), &s),
+            Action::Wait
+        );
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(610), &s),
+            Action::Forget
+        );
+    }
+}

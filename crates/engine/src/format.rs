@@ -1,0 +1,336 @@
+//! The archive object format, version 1 (documented for people in `FORMAT.md`).
+//!
+//! One object per step: newline-delimited JSON of Woodpecker `LogEntry` values, sorted by
+//! `line` with one entry per line number, compressed with zstd. The spool uses the same NDJSON
+//! records uncompressed, so a record travels from an agent's batch into an archive without
+//! being reinterpreted.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+
+use archive::ObjectMeta;
+use logservice::{LogEntry, StepId};
+
+/// Bumped whenever a reader of the previous version could misread an object. It is part of
+/// the key, so two versions can live side by side during a migration.
+pub const FORMAT_VERSION: u32 = 1;
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+pub const CONTENT_ENCODING: &str = "zstd";
+
+/// User metadata keys (S3 `x-amz-meta-*`, lower case).
+pub const META_FORMAT_VERSION: &str = "format-version";
+pub const META_STEP_ID: &str = "step-id";
+pub const META_LINE_COUNT: &str = "line-count";
+pub const META_FIRST_LINE: &str = "first-line";
+pub const META_LAST_LINE: &str = "last-line";
+pub const META_UNCOMPRESSED_SIZE: &str = "uncompressed-size";
+
+/// The longest record a reader accepts. Woodpecker batches are at most 1 MiB, so one entry's
+/// JSON (base64 data) stays well below this; the bound keeps a hostile or corrupt file from
+/// making a reader allocate without limit.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+
+/// The object key of a step: `<prefix>/v1/<id % 1000, 3 digits>/<id>.ndjson.zst`.
+///
+/// Built only from the validated id, so nothing the host sends can name another object. The
+/// three-digit shard spreads keys over prefixes (S3 scales request rates per prefix) and keeps
+/// local directories small.
+pub fn object_key(prefix: &str, id: StepId) -> String {
+    let tail = format!(
+        "v{FORMAT_VERSION}/{:03}/{}.ndjson.zst",
+        id.get() % 1000,
+        id.get()
+    );
+    match prefix.trim_matches('/') {
+        "" => tail,
+        prefix => format!("{prefix}/{tail}"),
+    }
+}
+
+/// What an archive object holds, as recorded in its metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub lines: u64,
+    pub first_line: Option<i64>,
+    pub last_line: Option<i64>,
+    pub uncompressed_size: u64,
+}
+
+impl Summary {
+    pub fn to_meta(&self, id: StepId) -> ObjectMeta {
+        let mut user = BTreeMap::new();
+        user.insert(META_FORMAT_VERSION.into(), FORMAT_VERSION.to_string());
+        user.insert(META_STEP_ID.into(), id.to_string());
+        user.insert(META_LINE_COUNT.into(), self.lines.to_string());
+        if let (Some(first), Some(last)) = (self.first_line, self.last_line) {
+            user.insert(META_FIRST_LINE.into(), first.to_string());
+            user.insert(META_LAST_LINE.into(), last.to_string());
+        }
+        user.insert(
+            META_UNCOMPRESSED_SIZE.into(),
+            self.uncompressed_size.to_string(),
+        );
+        ObjectMeta {
+            content_type: CONTENT_TYPE.into(),
+            content_encoding: CONTENT_ENCODING.into(),
+            user,
+        }
+    }
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("record at byte {offset} is longer than {MAX_RECORD_BYTES} bytes")]
+    TooLong { offset: u64 },
+    #[error("record at byte {offset} is not a log entry: {source}")]
+    Json {
+        offset: u64,
+        source: serde_json::Error,
+    },
+    #[error("line {line} at byte {offset} does not follow line {previous} (not sorted)")]
+    Unsorted {
+        offset: u64,
+        line: i64,
+        previous: i64,
+    },
+}
+
+/// The next item of an NDJSON stream.
+pub enum Record {
+    /// A complete record, with the offset just past its newline.
+    Entry(LogEntry, u64),
+    /// Bytes after the last newline: a write cut short by a crash (or still in progress).
+    Torn {
+        offset: u64,
+        len: u64,
+    },
+    End,
+}
+
+/// Reads NDJSON log entries one at a time with a bounded buffer.
+pub struct RecordReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    offset: u64,
+    /// Set for archive objects: lines must be strictly increasing.
+    sorted: Option<Option<i64>>,
+}
+
+impl<R: BufRead> RecordReader<R> {
+    /// A reader of spool records (any order).
+    pub fn unsorted(reader: R) -> Self {
+        Self {
+            reader,
+            buf: Vec::new(),
+            offset: 0,
+            sorted: None,
+        }
+    }
+
+    /// A reader of archive objects: a line that does not follow the previous one is an error,
+    /// so a damaged or foreign object is reported instead of merged wrongly.
+    pub fn sorted(reader: R) -> Self {
+        Self {
+            sorted: Some(None),
+            ..Self::unsorted(reader)
+        }
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next record. A record that is not valid JSON is an error that still advances past
+    /// it, so a caller may skip it and continue.
+    pub fn next_record(&mut self) -> Result<Record, RecordError> {
+        self.buf.clear();
+        let start = self.offset;
+        let limit = MAX_RECORD_BYTES as u64 + 1;
+        let read = io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buf)?;
+        if read == 0 {
+            return Ok(Record::End);
+        }
+        if self.buf.last() != Some(&b'\n') {
+            if read as u64 >= limit {
+                return Err(RecordError::TooLong { offset: start });
+            }
+            return Ok(Record::Torn {
+                offset: start,
+                len: read as u64,
+            });
+        }
+        self.offset += read as u64;
+        let entry: LogEntry =
+            serde_json::from_slice(&self.buf).map_err(|source| RecordError::Json {
+                offset: start,
+                source,
+            })?;
+        if let Some(previous) = &mut self.sorted {
+            if let Some(prev) = *previous
+                && entry.line <= prev
+            {
+                return Err(RecordError::Unsorted {
+                    offset: start,
+                    line: entry.line,
+                    previous: prev,
+                });
+            }
+            *previous = Some(entry.line);
+        }
+        Ok(Record::Entry(entry, self.offset))
+    }
+}
+
+/// Appends one entry as an NDJSON record to `out`.
+pub fn encode_record(entry: &LogEntry, out: &mut Vec<u8>) {
+    serde_json::to_writer(&mut *out, entry).expect("a LogEntry always serializes");
+    out.push(b'\n');
+}
+
+/// Writes a version-1 object: sorted, deduplicated records through a zstd encoder.
+pub struct ObjectWriter<W: Write> {
+    encoder: zstd::Encoder<'static, W>,
+    summary: Summary,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> ObjectWriter<W> {
+    pub fn new(out: W, level: i32) -> io::Result<Self> {
+        Ok(Self {
+            encoder: zstd::Encoder::new(out, level)?,
+            summary: Summary::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Adds the next entry; its line must be greater than the previous one.
+    pub fn push(&mut self, entry: &LogEntry) -> io::Result<()> {
+        if let Some(last) = self.summary.last_line
+            && entry.line <= last
+        {
+            return Err(io::Error::other(format!(
+                "archive writer got line {} after line {last}",
+                entry.line
+            )));
+        }
+        self.buf.clear();
+        encode_record(entry, &mut self.buf);
+        self.encoder.write_all(&self.buf)?;
+        self.summary.lines += 1;
+        self.summary.uncompressed_size += self.buf.len() as u64;
+        self.summary.first_line.get_or_insert(entry.line);
+        self.summary.last_line = Some(entry.line);
+        Ok(())
+    }
+
+    pub fn finish(self) -> io::Result<(W, Summary)> {
+        Ok((self.encoder.finish()?, self.summary))
+    }
+}
+
+/// Reads a whole archive object (its compressed bytes) into entries, checking order.
+pub fn decode_object(bytes: &[u8]) -> Result<Vec<LogEntry>, RecordError> {
+    let mut reader = object_reader(bytes)?;
+    let mut entries = Vec::new();
+    loop {
+        match reader.next_record()? {
+            Record::Entry(entry, _) => entries.push(entry),
+            Record::End => return Ok(entries),
+            Record::Torn { offset, .. } => {
+                return Err(RecordError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("object ends inside a record at byte {offset}"),
+                )));
+            }
+        }
+    }
+}
+
+/// A streaming reader over an object's compressed bytes.
+pub fn object_reader(bytes: &[u8]) -> io::Result<RecordReader<impl BufRead + '_>> {
+    let decoder = zstd::Decoder::new(bytes)?;
+    Ok(RecordReader::sorted(io::BufReader::new(decoder)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(line: i64, data: Option<&[u8]>) -> LogEntry {
+        LogEntry {
+            id: 0,
+            step_id: 5,
+            time: 12,
+            line,
+            data: data.map(<[u8]>::to_vec),
+            entry_type: 1,
+        }
+    }
+
+    #[test]
+    fn keys_come_from_the_id_and_prefix_only() {
+        let id = StepId::new(123_456).unwrap();
+        assert_eq!(object_key("", id), "v1/456/123456.ndjson.zst");
+        assert_eq!(
+            object_key("/logs/ci/", id),
+            "logs/ci/v1/456/123456.ndjson.zst"
+        );
+        assert_eq!(
+            object_key("x", StepId::new(7).unwrap()),
+            "x/v1/007/7.ndjson.zst"
+        );
+    }
+
+    #[test]
+    fn objects_round_trip_and_keep_null_apart_from_empty() {
+        let entries = vec![
+            entry(0, None),
+            entry(1, Some(b"")),
+            entry(2, Some(&[0xff, b'\n', 0])),
+        ];
+        let mut writer = ObjectWriter::new(Vec::new(), 3).unwrap();
+        for e in &entries {
+            writer.push(e).unwrap();
+        }
+        let (bytes, summary) = writer.finish().unwrap();
+        assert_eq!(summary.lines, 3);
+        assert_eq!((summary.first_line, summary.last_line), (Some(0), Some(2)));
+        let plain = zstd::decode_all(&bytes[..]).unwrap();
+        assert_eq!(summary.uncompressed_size, plain.len() as u64);
+        assert_eq!(String::from_utf8(plain).unwrap().lines().count(), 3);
+        assert_eq!(decode_object(&bytes).unwrap(), entries);
+    }
+
+    #[test]
+    fn writer_refuses_unsorted_lines() {
+        let mut writer = ObjectWriter::new(Vec::new(), 1).unwrap();
+        writer.push(&entry(3, None)).unwrap();
+        assert!(writer.push(&entry(3, None)).is_err());
+    }
+
+    #[test]
+    fn garbage_and_unsorted_objects_are_errors_not_panics() {
+        assert!(decode_object(b"not zstd at all").is_err());
+        let unsorted = zstd::encode_all(&b"{\"line\":2}\n{\"line\":1}\n"[..], 1).unwrap();
+        let err = decode_object(&unsorted).unwrap_err();
+        assert!(err.to_string().contains("not sorted"), "{err}");
+        let torn = zstd::encode_all(&b"{\"line\":2}\n{\"li"[..], 1).unwrap();
+        assert!(decode_object(&torn).is_err());
+    }
+
+    #[test]
+    fn torn_tail_is_reported_with_its_offset() {
+        let mut reader = RecordReader::unsorted(&b"{\"line\":1}\n{\"line\":"[..]);
+        assert!(matches!(
+            reader.next_record().unwrap(),
+            Record::Entry(_, 11)
+        ));
+        assert!(matches!(
+            reader.next_record().unwrap(),
+            Record::Torn { offset: 11, len: 8 }
+        ));
+    }
+}

@@ -1,0 +1,367 @@
+//! The staging spool: one append-only NDJSON file per step and segment.
+//!
+//! Layout under the spool directory (all directories 0700, files 0600):
+//!
+//! ```text
+//! lock                      held (flock) while an engine uses the spool
+//! steps/<id>.<seg>.ndjson   segment <seg> of step <id>: records as received
+//! steps/<id>.finished       StepFinished came (archive after the grace period, not idle)
+//! tmp/                      archive objects and sort runs being built; emptied at start
+//! ```
+//!
+//! A step's lines are spread over numbered segments because archiving *seals* the current
+//! segment (appends move on to the next one) before it reads the spool: lines that arrive
+//! while an upload is running land in a new segment and survive the deletion of the sealed
+//! ones. No line content is kept in memory; only open file handles, bounded by an LRU.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, BufReader, Write};
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use logservice::{LogEntry, StepId};
+use lru::LruCache;
+
+use crate::format::{Record, RecordError, RecordReader};
+
+pub(crate) struct Spool {
+    root: PathBuf,
+    steps: PathBuf,
+    tmp: PathBuf,
+    handles: Mutex<LruCache<(StepId, u32), Arc<File>>>,
+    dirty: Mutex<Dirty>,
+}
+
+/// What the background sync still has to flush.
+#[derive(Default)]
+struct Dirty {
+    files: HashSet<(StepId, u32)>,
+    dir: bool,
+}
+
+/// A step found on disk at start.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    pub segments: BTreeSet<u32>,
+    pub finished: bool,
+}
+
+fn private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
+    let text = format!("{what} {}", path.display());
+    move |e| io::Error::new(e.kind(), format!("{text}: {e}"))
+}
+
+impl Spool {
+    /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
+    /// The lock is held as long as the returned file is open.
+    pub fn open(root: &Path, max_open_files: usize) -> io::Result<(Self, File)> {
+        private_dir(root).map_err(context("cannot create spool directory", root))?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(context("cannot open", &lock_path))?;
+        lock.try_lock().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "spool {} is in use by another woodpecker-s3-logs process ({e})",
+                    root.display()
+                ),
+            )
+        })?;
+        let steps = root.join("steps");
+        let tmp = root.join("tmp");
+        private_dir(&steps).map_err(context("cannot create spool directory", &steps))?;
+        // Leftovers of an interrupted archive build: never referenced again.
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
+        }
+        private_dir(&tmp).map_err(context("cannot create spool directory", &tmp))?;
+        let capacity = NonZeroUsize::new(max_open_files.max(1)).expect("at least one");
+        let spool = Self {
+            root: root.to_owned(),
+            steps,
+            tmp,
+            handles: Mutex::new(LruCache::new(capacity)),
+            dirty: Mutex::default(),
+        };
+        Ok((spool, lock))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn segment_path(&self, id: StepId, segment: u32) -> PathBuf {
+        self.steps.join(format!("{id}.{segment}.ndjson"))
+    }
+
+    fn marker_path(&self, id: StepId) -> PathBuf {
+        self.steps.join(format!("{id}.finished"))
+    }
+
+    pub fn open_files(&self) -> usize {
+        self.handles.lock().expect("spool handles").len()
+    }
+
+    /// Appends `records` to a segment that currently holds `len` bytes. The caller holds the
+    /// step's lock, so appends of one step never interleave. On a failed write the segment is
+    /// cut back to `len`, so a half-written batch never sits in front of later records.
+    pub fn append(
+        &self,
+        id: StepId,
+        segment: u32,
+        len: u64,
+        records: &[u8],
+        sync: bool,
+    ) -> io::Result<()> {
+        let path = self.segment_path(id, segment);
+        let file = self.handle(id, segment, &path)?;
+        if let Err(e) = (&*file).write_all(records) {
+            let _ = file.set_len(len);
+            return Err(context("cannot write spool file", &path)(e));
+        }
+        if sync {
+            file.sync_data()
+                .map_err(context("cannot fsync spool file", &path))?;
+            if len == 0 {
+                sync_dir(&self.steps)?;
+            }
+        } else {
+            let mut dirty = self.dirty.lock().expect("spool dirty set");
+            dirty.files.insert((id, segment));
+            dirty.dir |= len == 0;
+        }
+        Ok(())
+    }
+
+    fn handle(&self, id: StepId, segment: u32, path: &Path) -> io::Result<Arc<File>> {
+        if let Some(file) = self
+            .handles
+            .lock()
+            .expect("spool handles")
+            .get(&(id, segment))
+        {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(context("cannot open spool file", path))?,
+        );
+        // An evicted handle closes when its last user drops it.
+        self.handles
+            .lock()
+            .expect("spool handles")
+            .put((id, segment), file.clone());
+        Ok(file)
+    }
+
+    /// Appends go elsewhere from now on: drop the cached handle of a sealed segment.
+    pub fn forget_handle(&self, id: StepId, segment: u32) {
+        self.handles
+            .lock()
+            .expect("spool handles")
+            .pop(&(id, segment));
+    }
+
+    /// Flushes everything appended since the last call to the disk.
+    pub fn sync_pending(&self) -> io::Result<usize> {
+        let pending = std::mem::take(&mut *self.dirty.lock().expect("spool dirty set"));
+        let mut synced = 0;
+        for (id, segment) in pending.files {
+            let path = self.segment_path(id, segment);
+            match self.sync_file(&path) {
+                Ok(()) => synced += 1,
+                // Archived or deleted meanwhile: nothing left to flush.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if pending.dir {
+            sync_dir(&self.steps)?;
+        }
+        Ok(synced)
+    }
+
+    pub fn sync_file(&self, path: &Path) -> io::Result<()> {
+        File::open(path)
+            .and_then(|f| f.sync_data())
+            .map_err(context("cannot fsync spool file", path))
+    }
+
+    pub fn write_marker(&self, id: StepId) -> io::Result<()> {
+        let path = self.marker_path(id);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map(drop)
+            .map_err(context("cannot write", &path))
+    }
+
+    /// Removes the given segments and, if asked, the finished marker. Missing files are fine.
+    pub fn remove(
+        &self,
+        id: StepId,
+        segments: impl IntoIterator<Item = u32>,
+        marker: bool,
+    ) -> io::Result<()> {
+        for segment in segments {
+            self.forget_handle(id, segment);
+            remove_if_exists(&self.segment_path(id, segment))?;
+        }
+        if marker {
+            remove_if_exists(&self.marker_path(id))?;
+        }
+        Ok(())
+    }
+
+    /// Scans the spool after a start: every step with segments or a marker, torn tails cut
+    /// off (a crash in the middle of a write leaves a partial last record that was never
+    /// acknowledged), empty segments removed.
+    pub fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
+        let mut found: BTreeMap<StepId, Recovered> = BTreeMap::new();
+        for item in fs::read_dir(&self.steps).map_err(context("cannot read", &self.steps))? {
+            let item = item?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let Some((id, rest)) = name.split_once('.') else {
+                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
+                continue;
+            };
+            let Some(id) = id.parse().ok().and_then(|id| StepId::new(id).ok()) else {
+                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
+                continue;
+            };
+            if rest == "finished" {
+                found.entry(id).or_default().finished = true;
+                continue;
+            }
+            let segment = rest
+                .strip_suffix(".ndjson")
+                .and_then(|s| s.parse::<u32>().ok());
+            let Some(segment) = segment else {
+                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
+                continue;
+            };
+            let path = item.path();
+            if repair_segment(&path)? {
+                found.entry(id).or_default().segments.insert(segment);
+            } else {
+                remove_if_exists(&path)?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Cuts a torn last record off a segment. Returns whether any record is left.
+fn repair_segment(path: &Path) -> io::Result<bool> {
+    let file = File::open(path).map_err(context("cannot read spool file", path))?;
+    let mut reader = RecordReader::unsorted(BufReader::new(file));
+    let mut records = 0u64;
+    loop {
+        match reader.next_record() {
+            Ok(Record::Entry(..)) => records += 1,
+            Ok(Record::End) => break,
+            Ok(Record::Torn { offset, len }) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    bytes = len,
+                    "spool file ends in a partial record (the addon stopped mid-write); \
+                     dropping the partial record, which was never acknowledged"
+                );
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| {
+                        f.set_len(offset)?;
+                        f.sync_all()
+                    })
+                    .map_err(context("cannot truncate spool file", path))?;
+                break;
+            }
+            Err(RecordError::Json { offset, source }) => {
+                tracing::warn!(file = %path.display(), offset, error = %source,
+                    "skipping an unreadable record in the spool");
+            }
+            Err(RecordError::TooLong { offset }) => {
+                tracing::warn!(file = %path.display(), offset,
+                    "spool file holds an oversized record; keeping only what precedes it");
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(offset))
+                    .map_err(context("cannot truncate spool file", path))?;
+                break;
+            }
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+    Ok(records > 0)
+}
+
+/// Calls `visit` for every complete record of a segment, in file order, up to `limit` bytes
+/// (the acknowledged length of a segment still being appended to). A missing segment (already
+/// archived and removed) has no records.
+pub(crate) fn read_segment(
+    path: &Path,
+    limit: Option<u64>,
+    mut visit: impl FnMut(LogEntry),
+) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(context("cannot read spool file", path)(e)),
+    };
+    let reader = BufReader::new(io::Read::take(file, limit.unwrap_or(u64::MAX)));
+    let mut reader = RecordReader::unsorted(reader);
+    loop {
+        match reader.next_record() {
+            Ok(Record::Entry(entry, _)) => visit(entry),
+            // Only a write still in flight past `limit`; recovery repaired real tears.
+            Ok(Record::End | Record::Torn { .. }) => return Ok(()),
+            Err(RecordError::Json { offset, source }) => {
+                tracing::warn!(file = %path.display(), offset, error = %source,
+                    "skipping an unreadable record in the spool");
+            }
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context("cannot remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(context("cannot fsync directory", path))
+}
