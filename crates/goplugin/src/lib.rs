@@ -1,1 +1,31 @@
+//! A HashiCorp go-plugin runtime for the **net/rpc** protocol, in Rust.
+//!
+//! A Go program built on go-plugin (the Woodpecker server is one) launches its plugins as
+//! child processes and talks to them over yamux-multiplexed net/rpc with the gob codec. This
+//! crate is both ends of that door, knowing nothing about what the plugin does:
+//!
+//! * [`server::serve`] turns a Rust binary into a plugin: magic-cookie check, handshake line,
+//!   private Unix socket, yamux server, `Control`/`Dispenser` services, MuxBroker, and a
+//!   concurrent net/rpc server dispatching to your [`Handler`]s.
+//! * [`client::PluginClient`] launches a plugin the way go-plugin's host does and calls it,
+//!   for tests, diagnostics and benchmarks.
+//! * [`hclog`] logs as hclog JSON on stderr, the format the host relays into its own log.
+//!
+//! The byte-level contract is `shared/reference/go-plugin-netrpc.md`; module docs cite its
+//! sections.
 
+pub mod broker;
+pub mod client;
+pub mod handshake;
+pub mod hclog;
+pub mod listener;
+pub mod mux;
+pub mod netrpc;
+pub mod process;
+pub mod server;
+
+pub use client::{ClientConfig, ClientError, Connection, PluginClient};
+pub use gob::{Limits, Value};
+pub use handshake::HandshakeConfig;
+pub use netrpc::{BoxFuture, CallError, Handler, RpcClient};
+pub use server::{ServeConfig, serve};

@@ -1,0 +1,45 @@
+//! The yamux session both sides run over the plugin connection (spec §2).
+//!
+//! `tokio-yamux` is a port of hashicorp/yamux and was measured against v0.1.2 (spec §10): it
+//! ACKs a stream when it is accepted, answers pings from the session task, and caps windows
+//! at 256 KiB like Go. Its one requirement is that the session is polled all the time, so it
+//! runs in its own task that does nothing else: a stalled driver would miss Go's keepalive
+//! pings and Go would kill the session after 10 s (spec §7.5).
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_yamux::{Config, Control, Session, StreamHandle};
+
+use crate::listener::Io;
+
+pub use tokio_yamux::session::SessionType;
+
+/// A running yamux session: `control` opens streams, `inbound` yields the streams the peer
+/// opens, in the order it opened them, and `driver` ends when the session does.
+pub struct Mux {
+    pub control: Control,
+    pub inbound: mpsc::UnboundedReceiver<StreamHandle>,
+    pub driver: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a session over `io` with hashicorp/yamux's defaults (the ones go-plugin uses on
+/// both sides: 256 KiB windows, 30 s keepalive, 10 s write timeout, backlog 256).
+pub fn start(io: Box<dyn Io>, ty: SessionType) -> Mux {
+    let mut session = Session::new(io, Config::default(), ty);
+    let control = session.control();
+    let (tx, inbound) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        while let Some(next) = session.next().await {
+            // A stream nobody waits for any more is dropped, which resets it: correct for a
+            // peer opening streams we have no use for.
+            let _ = tx.send(next?);
+        }
+        Ok(())
+    });
+    Mux {
+        control,
+        inbound,
+        driver,
+    }
+}

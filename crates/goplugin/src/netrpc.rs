@@ -1,0 +1,472 @@
+//! Go's `net/rpc` with its default gob codec, both sides (spec §5).
+//!
+//! One gob [`Decoder`] and one gob [`Encoder`] per stream and direction, as Go's
+//! `rpc.NewClient` and `rpc.ServeConn` do: type definitions are per stream (spec §7.12).
+//!
+//! Server: a reader task decodes `Request` header + body pairs and runs each call in its own
+//! task, so calls are concurrent like Go's `go service.call`; a single writer task owns the
+//! encoder and writes each `Response` header and body contiguously, so two replies can never
+//! interleave and no type definition can trail the value that uses it (spec §7.11).
+//!
+//! Client: calls are encoded under one lock and handed to one writer task in that order; a
+//! reader task matches replies to calls by `Seq` only, as Go's client does.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use gob::{Decoder, Encoder, Limits, Struct, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// A boxed, sendable future, the return type of [`Handler::call`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One net/rpc service: what Go registers with `rpc.RegisterName`.
+pub trait Handler: Send + Sync + 'static {
+    /// The method names served, without the service prefix (e.g. `"LogFind"`). A call to any
+    /// other name is answered `rpc: can't find method <Service.Method>` without reaching
+    /// [`Handler::call`], exactly as Go answers it.
+    fn methods(&self) -> &[&str];
+
+    /// Runs one call. `arg` is the decoded request body. `Ok` is the reply body and must have
+    /// the gob type the caller decodes into (for go-plugin's `Plugin.*`: [`Value::Bytes`]);
+    /// `Err` is sent as the RPC error text, which the Go caller gets as `rpc.ServerError`.
+    fn call<'a>(&'a self, method: &'a str, arg: Value) -> BoxFuture<'a, Result<Value, String>>;
+}
+
+/// Service name → handler, for one stream.
+#[derive(Clone, Default)]
+pub struct Router {
+    services: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, service: impl Into<String>, handler: Arc<dyn Handler>) {
+        self.services.insert(service.into(), handler);
+    }
+
+    /// Splits `Service.Method` at the last dot and finds the handler, with Go's error texts.
+    fn resolve(&self, service_method: &str) -> Result<(Arc<dyn Handler>, String), String> {
+        let Some((service, method)) = service_method.rsplit_once('.') else {
+            return Err(format!(
+                "rpc: service/method request ill-formed: {service_method}"
+            ));
+        };
+        let Some(handler) = self.services.get(service) else {
+            return Err(format!("rpc: can't find service {service_method}"));
+        };
+        if !handler.methods().contains(&method) {
+            return Err(format!("rpc: can't find method {service_method}"));
+        }
+        Ok((handler.clone(), method.to_string()))
+    }
+}
+
+/// Why reading gob values from a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Gob(#[from] gob::Error),
+    #[error("unexpected EOF inside a gob message")]
+    UnexpectedEof,
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+}
+
+/// Reads gob values from a byte stream, reassembling messages across reads (yamux frames
+/// and gob messages do not line up, spec §5.2).
+pub struct GobReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    pos: usize,
+    decoder: Decoder,
+    limits: Limits,
+}
+
+impl<R: AsyncRead + Unpin> GobReader<R> {
+    pub fn new(reader: R, limits: Limits) -> Self {
+        Self {
+            reader,
+            buf: Vec::new(),
+            pos: 0,
+            decoder: Decoder::new(limits),
+            limits,
+        }
+    }
+
+    /// The next value, skipping over type definitions. `Ok(None)` is a clean end of stream
+    /// at a message boundary.
+    pub async fn read_value(&mut self) -> Result<Option<Value>, ReadError> {
+        loop {
+            let Some(payload) = self.next_message().await? else {
+                return Ok(None);
+            };
+            let (start, end) = payload;
+            let decoded = self.decoder.decode_message(&self.buf[start..end]);
+            self.pos = end;
+            if let Some(value) = decoded? {
+                return Ok(Some(value));
+            }
+        }
+    }
+
+    /// Reads until a whole message is buffered; returns its payload range in `buf`.
+    async fn next_message(&mut self) -> Result<Option<(usize, usize)>, ReadError> {
+        // Drop consumed bytes once they dominate the buffer, keeping copies amortised.
+        if self.pos > 0 && self.pos * 2 >= self.buf.len() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        loop {
+            let avail = &self.buf[self.pos..];
+            if let Some((prefix, len)) = gob::message_len(avail, self.limits.max_message_len)? {
+                if len == 0 {
+                    return Err(gob::Error::EmptyMessage.into());
+                }
+                if avail.len() >= prefix + len {
+                    let start = self.pos + prefix;
+                    return Ok(Some((start, start + len)));
+                }
+            }
+            // Grow by what arrives, not by what the peer announced: a hostile length prefix
+            // alone never makes us allocate.
+            self.buf.reserve(64 * 1024);
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                return if self.pos == self.buf.len() {
+                    Ok(None)
+                } else {
+                    Err(ReadError::UnexpectedEof)
+                };
+            }
+        }
+    }
+}
+
+fn request_header(service_method: &str, seq: u64) -> Value {
+    Value::Struct(Struct {
+        name: "Request".into(),
+        fields: vec![
+            ("ServiceMethod".into(), Value::String(service_method.into())),
+            ("Seq".into(), Value::Uint(seq)),
+        ],
+    })
+}
+
+fn response_header(service_method: &str, seq: u64, error: &str) -> Value {
+    Value::Struct(Struct {
+        name: "Response".into(),
+        fields: vec![
+            ("ServiceMethod".into(), Value::String(service_method.into())),
+            ("Seq".into(), Value::Uint(seq)),
+            ("Error".into(), Value::String(error.into())),
+        ],
+    })
+}
+
+/// `ServiceMethod` and `Seq` of a request or response header. Missing fields were zero on
+/// the sender's side; a present field of the wrong type is a protocol error.
+fn header_fields(header: &Value) -> Result<(String, u64, String), ReadError> {
+    if !matches!(header, Value::Struct(_)) {
+        return Err(ReadError::Malformed("header: not a struct"));
+    }
+    let text = |name| match header.field(name) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ReadError::Malformed(
+            "header: a string field has another type",
+        )),
+    };
+    let seq = match header.field("Seq") {
+        None => 0,
+        Some(Value::Uint(u)) => *u,
+        Some(_) => {
+            return Err(ReadError::Malformed(
+                "header: Seq is not an unsigned integer",
+            ));
+        }
+    };
+    Ok((text("ServiceMethod")?, seq, text("Error")?))
+}
+
+struct Reply {
+    seq: u64,
+    service_method: String,
+    result: Result<Value, String>,
+}
+
+/// Serves net/rpc on one stream until the peer closes it, the stream breaks, or it sends
+/// bytes that are not a valid request.
+///
+/// On invalid bytes (bad gob, a message over the limit, a header that is not a `Request`)
+/// this does what Go's `ServeCodec` does: stop reading, let the calls already running
+/// finish and answer, then close the stream. The gob state of a stream is unrecoverable after
+/// a decode error, so there is no way to keep serving it; other streams are not affected.
+pub async fn serve<S>(stream: S, router: Arc<Router>, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Reply>();
+    let writer = tokio::spawn(write_replies(write_half, rx));
+    let mut reader = GobReader::new(read_half, limits);
+    loop {
+        match read_request(&mut reader).await {
+            Ok(None) => break,
+            Ok(Some((service_method, seq, arg))) => match router.resolve(&service_method) {
+                Err(error) => {
+                    tracing::debug!(%service_method, seq, %error, "rpc call refused");
+                    let _ = tx.send(Reply {
+                        seq,
+                        service_method,
+                        result: Err(error),
+                    });
+                }
+                Ok((handler, method)) => {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let call = AssertUnwindSafe(handler.call(&method, arg)).catch_unwind();
+                        // A panicking handler still answers, or the Go caller would wait
+                        // forever (net/rpc calls have no timeout). The panic hook has
+                        // logged the details.
+                        let result = call.await.unwrap_or_else(|_| {
+                            Err(format!("{service_method}: the plugin panicked"))
+                        });
+                        let _ = tx.send(Reply {
+                            seq,
+                            service_method,
+                            result,
+                        });
+                    });
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "closing an rpc stream after unreadable input");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn read_request<R: AsyncRead + Unpin>(
+    reader: &mut GobReader<R>,
+) -> Result<Option<(String, u64, Value)>, ReadError> {
+    let Some(header) = reader.read_value().await? else {
+        return Ok(None);
+    };
+    let (service_method, seq, _) = header_fields(&header)?;
+    let body = reader.read_value().await?.ok_or(ReadError::UnexpectedEof)?;
+    Ok(Some((service_method, seq, body)))
+}
+
+/// The one writer of a server stream; ends (closing the stream) when every sender is gone.
+async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Reply>) {
+    let mut encoder = Encoder::new();
+    let mut out = Vec::new();
+    while let Some(reply) = rx.recv().await {
+        out.clear();
+        encode_reply(&mut encoder, reply, &mut out);
+        if let Err(error) = w.write_all(&out).await {
+            tracing::debug!(%error, "rpc stream closed while replying");
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Appends the `Response` header and the body for `reply` to `out`.
+///
+/// The body is encoded first, into its own buffer: gob's encoder changes nothing when it
+/// refuses a value, so a handler result gob cannot express (say, a map) turns into a normal
+/// RPC error instead of a broken stream. The header still goes first on the wire. This
+/// order would misplace a definition only if a body were a struct of exactly the header's
+/// shape (`Response{ServiceMethod, Seq, Error}`) on a stream's first reply, which no
+/// go-plugin method returns.
+fn encode_reply(encoder: &mut Encoder, reply: Reply, out: &mut Vec<u8>) {
+    let mut body = Vec::new();
+    let error = match reply.result {
+        Ok(value) => match encoder.encode(&value, &mut body) {
+            Ok(()) => String::new(),
+            Err(e) => {
+                tracing::error!(service_method = %reply.service_method, error = %e, "a handler returned a reply gob cannot encode");
+                format!("{}: cannot encode the reply: {e}", reply.service_method)
+            }
+        },
+        Err(e) if e.is_empty() => "unknown error".to_string(),
+        Err(e) => e,
+    };
+    if !error.is_empty() {
+        // Go always sends a body after an error header (an empty struct); without it the
+        // client would read the next header as this body (spec §7.10).
+        body.clear();
+        encoder
+            .encode(&Value::empty_struct(), &mut body)
+            .expect("the empty struct is always encodable");
+    }
+    encoder
+        .encode(
+            &response_header(&reply.service_method, reply.seq, &error),
+            out,
+        )
+        .expect("a Response header is always encodable");
+    out.extend_from_slice(&body);
+}
+
+/// Why a client call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum CallError {
+    /// The server answered with an error: Go's `rpc.ServerError`.
+    #[error("{0}")]
+    Server(String),
+    /// The stream is gone; this and every later call fails (Go's `rpc.ErrShutdown`).
+    #[error("connection is shut down: {0}")]
+    Shutdown(String),
+    /// The argument could not be gob-encoded.
+    #[error("cannot encode the rpc request: {0}")]
+    Encode(gob::Error),
+}
+
+type Pending = oneshot::Sender<Result<Value, CallError>>;
+
+struct ClientState {
+    pending: HashMap<u64, Pending>,
+    /// Set once the stream is dead, with the reason.
+    shutdown: Option<String>,
+}
+
+struct WriteState {
+    encoder: Encoder,
+    next_seq: u64,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+/// A net/rpc client over one stream: cheap to clone, any number of calls in flight.
+#[derive(Clone)]
+pub struct RpcClient {
+    write: Arc<Mutex<WriteState>>,
+    state: Arc<Mutex<ClientState>>,
+}
+
+impl RpcClient {
+    /// Starts the reader and writer tasks on `stream`.
+    pub fn new<S>(stream: S, limits: Limits) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, mut write_half) = tokio::io::split(stream);
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let state = Arc::new(Mutex::new(ClientState {
+            pending: HashMap::new(),
+            shutdown: None,
+        }));
+        let write_state = state.clone();
+        tokio::spawn(async move {
+            while let Some(buf) = out_rx.recv().await {
+                if let Err(e) = write_half.write_all(&buf).await {
+                    fail_all(&write_state, format!("write: {e}"));
+                    return;
+                }
+            }
+            // Every client handle is gone: close our side like Go's `Client.Close`.
+            let _ = write_half.shutdown().await;
+        });
+        let read_state = state.clone();
+        tokio::spawn(async move {
+            let mut reader = GobReader::new(read_half, limits);
+            let reason = loop {
+                match read_response(&mut reader).await {
+                    Ok(Some((seq, error, body))) => {
+                        let waiter = read_state.lock().unwrap().pending.remove(&seq);
+                        // An unknown Seq is read and dropped, as Go does.
+                        if let Some(waiter) = waiter {
+                            let result = if error.is_empty() {
+                                Ok(body)
+                            } else {
+                                Err(CallError::Server(error))
+                            };
+                            let _ = waiter.send(result);
+                        }
+                    }
+                    Ok(None) => break "EOF".to_string(),
+                    Err(e) => break e.to_string(),
+                }
+            };
+            fail_all(&read_state, reason);
+        });
+        Self {
+            write: Arc::new(Mutex::new(WriteState {
+                encoder: Encoder::new(),
+                next_seq: 0,
+                out,
+            })),
+            state,
+        }
+    }
+
+    /// Calls `service_method` (e.g. `"Plugin.LogFind"`) with `arg` and waits for the reply.
+    /// Dropping the future abandons the wait but never corrupts the stream: the request is
+    /// already queued whole.
+    pub async fn call(&self, service_method: &str, arg: Value) -> Result<Value, CallError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = self.write.lock().unwrap();
+            let seq = w.next_seq;
+            {
+                let mut state = self.state.lock().unwrap();
+                if let Some(reason) = &state.shutdown {
+                    return Err(CallError::Shutdown(reason.clone()));
+                }
+                state.pending.insert(seq, tx);
+            }
+            // Body first, header second, then sent header first: a refused argument leaves
+            // the encoder untouched (see `encode_reply` for the one shape this cannot cover).
+            let mut body = Vec::new();
+            if let Err(e) = w.encoder.encode(&arg, &mut body) {
+                self.state.lock().unwrap().pending.remove(&seq);
+                return Err(CallError::Encode(e));
+            }
+            let mut buf = Vec::new();
+            w.encoder
+                .encode(&request_header(service_method, seq), &mut buf)
+                .expect("a Request header is always encodable");
+            buf.extend_from_slice(&body);
+            w.next_seq += 1;
+            if w.out.send(buf).is_err() {
+                self.state.lock().unwrap().pending.remove(&seq);
+                return Err(CallError::Shutdown("writer stopped".into()));
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(CallError::Shutdown("reader stopped".into())))
+    }
+}
+
+fn fail_all(state: &Mutex<ClientState>, reason: String) {
+    let mut state = state.lock().unwrap();
+    state.shutdown.get_or_insert(reason.clone());
+    for (_, waiter) in state.pending.drain() {
+        let _ = waiter.send(Err(CallError::Shutdown(reason.clone())));
+    }
+}
+
+async fn read_response<R: AsyncRead + Unpin>(
+    reader: &mut GobReader<R>,
+) -> Result<Option<(u64, String, Value)>, ReadError> {
+    let Some(header) = reader.read_value().await? else {
+        return Ok(None);
+    };
+    let (_, seq, error) = header_fields(&header)?;
+    let body = reader.read_value().await?.ok_or(ReadError::UnexpectedEof)?;
+    Ok(Some((seq, error, body)))
+}
