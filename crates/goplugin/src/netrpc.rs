@@ -259,9 +259,30 @@ where
     let _ = writer.await;
 }
 
+/// A request as the server reads it: `ServiceMethod`, `Seq` and the decoded body.
+pub type Request = (String, u64, Value);
+
+/// Reads every request in `data` with the server's own reader, stopping at the first error:
+/// the net/rpc reader on a plain byte slice, for fuzzing and golden tests. Never panics and
+/// never allocates more than `limits` and the input justify.
+pub fn read_requests(data: &[u8], limits: Limits) -> (Vec<Request>, Option<ReadError>) {
+    let mut reader = GobReader::new(data, limits);
+    let mut requests = Vec::new();
+    // A slice never returns Pending, so this future completes in one poll.
+    futures::executor::block_on(async {
+        loop {
+            match read_request(&mut reader).await {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) => return (requests, None),
+                Err(e) => return (requests, Some(e)),
+            }
+        }
+    })
+}
+
 async fn read_request<R: AsyncRead + Unpin>(
     reader: &mut GobReader<R>,
-) -> Result<Option<(String, u64, Value)>, ReadError> {
+) -> Result<Option<Request>, ReadError> {
     let Some(header) = reader.read_value().await? else {
         return Ok(None);
     };
@@ -469,4 +490,69 @@ async fn read_response<R: AsyncRead + Unpin>(
     let (_, seq, error) = header_fields(&header)?;
     let body = reader.read_value().await?.ok_or(ReadError::UnexpectedEof)?;
     Ok(Some((seq, error, body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// Spec §6.11(c): Woodpecker's first `Plugin.LogFind` on a broker stream.
+    const FIRST_LOGFIND: &str = "2e 7f 03 01 01 07 52 65 71 75 65 73 74 01 ff 80 00 01 02 01 0d 53 65 72 76 69 63 65 4d 65 74 68 6f 64 01 0c 00 01 03 53 65 71 01 06 00 00 00
+         13 ff 80 01 0e 50 6c 75 67 69 6e 2e 4c 6f 67 46 69 6e 64 00
+         0b 0a 00 08 7b 22 69 64 22 3a 35 7d";
+
+    #[test]
+    fn reads_go_requests_split_anywhere() {
+        let mut data = hex(FIRST_LOGFIND);
+        // A second call, Seq 1, reusing the definition.
+        data.extend(hex(
+            "15 ff 80 01 0e 50 6c 75 67 69 6e 2e 4c 6f 67 46 69 6e 64 01 01 00 0b 0a 00 08 7b 22 69 64 22 3a 35 7d",
+        ));
+        let (requests, error) = read_requests(&data, Limits::default());
+        assert!(error.is_none(), "{error:?}");
+        let body = Value::Bytes(br#"{"id":5}"#.to_vec());
+        assert_eq!(
+            requests,
+            vec![
+                ("Plugin.LogFind".to_string(), 0, body.clone()),
+                ("Plugin.LogFind".to_string(), 1, body)
+            ]
+        );
+        // Every truncation is an error or a clean prefix, never a panic or a wrong request.
+        for cut in 0..data.len() {
+            let (got, _) = read_requests(&data[..cut], Limits::default());
+            assert!(got.len() <= 2 && got.iter().all(|r| r.0 == "Plugin.LogFind"));
+        }
+    }
+
+    #[test]
+    fn hostile_input_is_an_error() {
+        let small = Limits {
+            max_message_len: 16,
+            ..Limits::default()
+        };
+        let (_, error) = read_requests(&hex(FIRST_LOGFIND), small);
+        assert!(matches!(
+            error,
+            Some(ReadError::Gob(gob::Error::MessageTooLong { .. }))
+        ));
+        // A header that is a string, not a struct.
+        let (_, error) = read_requests(&hex("06 0c 00 03 6c 6f 67 03 02 00 01"), Limits::default());
+        assert!(matches!(error, Some(ReadError::Malformed(_))), "{error:?}");
+        // A zero-length message.
+        let (_, error) = read_requests(&[0], Limits::default());
+        assert!(matches!(
+            error,
+            Some(ReadError::Gob(gob::Error::EmptyMessage))
+        ));
+        // Ends in the middle of a message.
+        let (_, error) = read_requests(&[0x05, 0x01], Limits::default());
+        assert!(matches!(error, Some(ReadError::UnexpectedEof)));
+    }
 }

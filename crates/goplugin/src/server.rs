@@ -256,3 +256,142 @@ impl Handler for DispenserService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    struct Echo;
+    impl Handler for Echo {
+        fn methods(&self) -> &[&str] {
+            &["LogFind"]
+        }
+        fn call<'a>(&'a self, _: &'a str, arg: Value) -> BoxFuture<'a, Result<Value, String>> {
+            Box::pin(async move { Ok(arg) })
+        }
+    }
+
+    /// Drives `serve_connection` with the exact bytes a Go host sends (spec §6.11) over a raw
+    /// yamux client, and checks the plugin's bytes.
+    #[tokio::test]
+    async fn go_host_bytes_get_go_plugin_bytes() {
+        let (host_io, plugin_io) = tokio::net::UnixStream::pair().unwrap();
+        let plugins: Arc<Vec<(String, Arc<dyn Handler>)>> =
+            Arc::new(vec![("log".into(), Arc::new(Echo))]);
+        let served = tokio::spawn(serve_connection(
+            Box::new(plugin_io),
+            plugins,
+            Limits::default(),
+        ));
+        let mut host = mux::start(Box::new(host_io), SessionType::Client);
+        let mut control = host.control.open_stream().await.unwrap();
+        let mut stdout = host.control.open_stream().await.unwrap();
+        let mut stderr = host.control.open_stream().await.unwrap();
+
+        // stdout/stderr are FINed at once and never carry a byte.
+        for s in [&mut stdout, &mut stderr] {
+            let mut buf = Vec::new();
+            tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+                .await
+                .expect("FIN arrives at once")
+                .unwrap();
+            assert!(buf.is_empty());
+        }
+
+        // (a) Dispenser.Dispense("log") → (b), byte for byte.
+        let request = hex(
+            "2e 7f 03 01 01 07 52 65 71 75 65 73 74 01 ff 80 00 01 02 01 0d 53 65 72 76 69 63 65 4d 65 74 68 6f 64 01 0c 00 01 03 53 65 71 01 06 00 00 00
+             17 ff 80 01 12 44 69 73 70 65 6e 73 65 72 2e 44 69 73 70 65 6e 73 65 00
+             06 0c 00 03 6c 6f 67",
+        );
+        control.write_all(&request).await.unwrap();
+        let expected = hex("39 7f 03 01 01 08 52 65 73 70 6f 6e 73 65 01 ff 80 00 01 03
+             01 0d 53 65 72 76 69 63 65 4d 65 74 68 6f 64 01 0c 00
+             01 03 53 65 71 01 06 00 01 05 45 72 72 6f 72 01 0c 00 00 00
+             17 ff 80 01 12 44 69 73 70 65 6e 73 65 72 2e 44 69 73 70 65 6e 73 65 00
+             03 06 00 01");
+        let mut reply = vec![0u8; expected.len()];
+        control.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, expected);
+
+        // Broker stream: id 1 echoed, then the first Plugin.LogFind of §6.11(c).
+        let mut broker = host.control.open_stream().await.unwrap();
+        broker.write_all(&[1, 0, 0, 0]).await.unwrap();
+        let mut ack = [0u8; 4];
+        broker.read_exact(&mut ack).await.unwrap();
+        assert_eq!(ack, [1, 0, 0, 0]);
+        let call = hex(
+            "2e 7f 03 01 01 07 52 65 71 75 65 73 74 01 ff 80 00 01 02 01 0d 53 65 72 76 69 63 65 4d 65 74 68 6f 64 01 0c 00 01 03 53 65 71 01 06 00 00 00
+             13 ff 80 01 0e 50 6c 75 67 69 6e 2e 4c 6f 67 46 69 6e 64 00
+             0b 0a 00 08 7b 22 69 64 22 3a 35 7d",
+        );
+        broker.write_all(&call).await.unwrap();
+        let mut expected = hex("39 7f 03 01 01 08 52 65 73 70 6f 6e 73 65 01 ff 80 00 01 03
+             01 0d 53 65 72 76 69 63 65 4d 65 74 68 6f 64 01 0c 00
+             01 03 53 65 71 01 06 00 01 05 45 72 72 6f 72 01 0c 00 00 00
+             13 ff 80 01 0e 50 6c 75 67 69 6e 2e 4c 6f 67 46 69 6e 64 00
+             0b 0a 00 08 7b 22 69 64 22 3a 35 7d");
+        let mut reply = vec![0u8; expected.len()];
+        broker.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, expected);
+
+        // An unknown method with Seq 1: error header (Response already defined on this
+        // stream), then an empty-struct body with its definition.
+        let call = hex(
+            "14 ff 80 01 0d 50 6c 75 67 69 6e 2e 4c 6f 67 46 6f 6f 01 01 00
+             03 0a 00 00",
+        );
+        broker.write_all(&call).await.unwrap();
+        let error = b"rpc: can't find method Plugin.LogFoo";
+        let mut header = hex("ff 80 01 0d 50 6c 75 67 69 6e 2e 4c 6f 67 46 6f 6f 01 01 01");
+        header.push(error.len() as u8);
+        header.extend_from_slice(error);
+        header.push(0);
+        expected.clear();
+        expected.push(header.len() as u8);
+        expected.extend_from_slice(&header);
+        // The empty struct gets the next id, 65: definition, then the value `00`.
+        expected.extend_from_slice(&hex("0a ff 81 03 01 02 ff 82 00 00 00"));
+        expected.extend_from_slice(&hex("03 ff 82 00"));
+        let mut reply = vec![0u8; expected.len()];
+        broker.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, expected);
+
+        // Quit ends the connection.
+        let quit = hex("13 ff 80 01 0c 43 6f 6e 74 72 6f 6c 2e 51 75 69 74 01 01 00
+             03 02 00 01");
+        control.write_all(&quit).await.unwrap();
+        let mut first = [0u8; 1];
+        control.read_exact(&mut first).await.unwrap();
+        host.driver.abort();
+        let end = tokio::time::timeout(Duration::from_secs(3), served)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(end, ConnectionEnd::Quit), "{end:?}");
+    }
+
+    /// The session ending (host gone) ends `serve_connection` promptly.
+    #[tokio::test]
+    async fn connection_end_is_noticed() {
+        let (host_io, plugin_io) = tokio::net::UnixStream::pair().unwrap();
+        let served = tokio::spawn(serve_connection(
+            Box::new(plugin_io),
+            Arc::new(Vec::new()),
+            Limits::default(),
+        ));
+        drop(host_io);
+        let end = tokio::time::timeout(Duration::from_secs(1), served)
+            .await
+            .expect("ends within 1 s")
+            .unwrap();
+        assert!(matches!(end, ConnectionEnd::Closed(_)), "{end:?}");
+    }
+}
