@@ -46,10 +46,11 @@ func mixedCalls(svc *woodpecker.RPC, worker, calls int) error {
 		step, model := steps[s], models[s]
 		switch op := rng.IntN(20); {
 		case op < 12: // append a batch, partly resending known lines with new content
+			// Distinct lines within a batch (an agent never repeats a line in one batch),
+			// in random order; resends happen across batches.
 			n := 1 + rng.IntN(20)
 			batch := make([]*woodpecker.LogEntry, 0, n)
-			for range n {
-				line := rng.IntN(200)
+			for _, line := range rng.Perm(200)[:n] {
 				e := &woodpecker.LogEntry{StepID: step.ID, Line: line, Time: int64(call),
 					Type: woodpecker.LogEntryType(rng.IntN(5)), Data: []byte(fmt.Sprintf("w%d c%d l%d", worker, call, line))}
 				batch = append(batch, e)
