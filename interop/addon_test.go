@@ -250,8 +250,8 @@ func runHostHelper() int {
 		fmt.Fprintln(os.Stderr, "host helper:", err)
 		return 1
 	}
-	step := &woodpecker.Step{ID: 1}
-	if err := loaded.RPC.LogAppend(step, []*woodpecker.LogEntry{{StepID: 1, Data: []byte("x")}}); err != nil {
+	step := newStep()
+	if err := loaded.RPC.LogAppend(step, []*woodpecker.LogEntry{{StepID: step.ID, Data: []byte("x")}}); err != nil {
 		fmt.Fprintln(os.Stderr, "host helper: append:", err)
 		return 1
 	}
