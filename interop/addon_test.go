@@ -74,8 +74,8 @@ func resolveAddon() (func(), error) {
 }
 
 // addonEnv is the environment a test's addon gets on top of this process's: a private
-// spool and temp directory (so sockets and staging of different tests never meet) plus
-// whatever INTEROP_ADDON_ENV adds.
+// spool, archive and temp directory below dir (so sockets, staging and archives of
+// different tests never meet) plus whatever INTEROP_ADDON_ENV adds.
 func addonEnv(t testing.TB, dir string) []string {
 	t.Helper()
 	spool, tmp := filepath.Join(dir, "spool"), filepath.Join(dir, "tmp")
@@ -86,6 +86,7 @@ func addonEnv(t testing.TB, dir string) []string {
 	}
 	env := []string{
 		"WOODPECKER_LOG_STORE_S3_SPOOL_DIR=" + spool,
+		"WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR=" + filepath.Join(dir, "archive"),
 		"TMPDIR=" + tmp,
 	}
 	for _, line := range strings.Split(os.Getenv("INTEROP_ADDON_ENV"), "\n") {
@@ -128,7 +129,13 @@ type addon struct {
 // and checks that every stderr line it wrote was a well-formed hclog JSON line.
 func startAddon(t testing.TB, extraEnv ...string) *addon {
 	t.Helper()
-	dir := t.TempDir()
+	return startAddonIn(t, t.TempDir(), extraEnv...)
+}
+
+// startAddonIn is startAddon with the addon's directories below dir, so that a second
+// addon can take over the first one's spool and archive.
+func startAddonIn(t testing.TB, dir string, extraEnv ...string) *addon {
+	t.Helper()
 	a := &addon{dir: dir, tmpDir: filepath.Join(dir, "tmp"), stderr: &lockedBuffer{}, hostLog: &lockedBuffer{}}
 	env := append(addonEnv(t, dir), extraEnv...)
 	logger := hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Trace, Output: a.hostLog})

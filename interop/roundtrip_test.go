@@ -91,26 +91,37 @@ func pattern(line, n int) []byte {
 	return b
 }
 
+func entryAt(step *woodpecker.Step, line int, typ woodpecker.LogEntryType, data []byte) *woodpecker.LogEntry {
+	return &woodpecker.LogEntry{StepID: step.ID, Time: 1735689600 + int64(line)*3, Line: line, Data: data, Type: typ}
+}
+
+// richBatch is six lines from line first on: every entry type, non-UTF-8 bytes, null and
+// empty data, multi-byte unicode and JSON-hostile characters.
+func richBatch(step *woodpecker.Step, first int) []*woodpecker.LogEntry {
+	return []*woodpecker.LogEntry{
+		entryAt(step, first, woodpecker.LogEntryStdout, []byte("+ make build\n")),
+		entryAt(step, first+1, woodpecker.LogEntryStderr, []byte{0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0xed, 0xa0, 0x80}),
+		entryAt(step, first+2, woodpecker.LogEntryExitCode, nil),
+		entryAt(step, first+3, woodpecker.LogEntryMetadata, []byte{}),
+		entryAt(step, first+4, woodpecker.LogEntryProgress, []byte("é 世界 😀 \u2028 \x00 \"quoted\" <html> \\")),
+		entryAt(step, first+5, woodpecker.LogEntryStdout, []byte("plain")),
+	}
+}
+
+// bigLine is a 1 MiB line of binary data.
+func bigLine(step *woodpecker.Step, line int) *woodpecker.LogEntry {
+	return entryAt(step, line, woodpecker.LogEntryStdout, pattern(line, 1<<20))
+}
+
 func TestRoundTripEveryMethod(t *testing.T) {
 	a := startAddon(t)
 	checkAddonStarted(t, a)
 	step := newStep()
-	e := func(line int, typ woodpecker.LogEntryType, data []byte) *woodpecker.LogEntry {
-		return &woodpecker.LogEntry{StepID: step.ID, Time: 1735689600 + int64(line)*3, Line: line, Data: data, Type: typ}
-	}
-	batch := []*woodpecker.LogEntry{
-		e(0, woodpecker.LogEntryStdout, []byte("+ make build\n")),
-		e(1, woodpecker.LogEntryStderr, []byte{0xff, 0xfe, 0x00, 0x80, 0xc3, 0x28, 0xed, 0xa0, 0x80}),
-		e(2, woodpecker.LogEntryExitCode, nil),
-		e(3, woodpecker.LogEntryMetadata, []byte{}),
-		e(4, woodpecker.LogEntryProgress, []byte("é 世界 😀 \u2028 \x00 \"quoted\" <html> \\")),
-		e(5, woodpecker.LogEntryStdout, []byte("plain")),
-	}
+	batch, big := richBatch(step, 0), bigLine(step, 6)
 	if err := a.svc.LogAppend(step, batch); err != nil {
 		t.Fatalf("LogAppend: %v", err)
 	}
 	// A 1 MiB line travels alone, as the agent's 1 MiB batch limit would send it.
-	big := e(6, woodpecker.LogEntryStdout, pattern(6, 1<<20))
 	if err := a.svc.LogAppend(step, []*woodpecker.LogEntry{big}); err != nil {
 		t.Fatalf("LogAppend 1 MiB line: %v", err)
 	}
