@@ -38,13 +38,9 @@
 //! dump("mixed", Mixed{F: 1.5, C: complex(1, -1), M: map[string]int{"k": 3}, Arr: [3]uint8{1, 0, 255}, S: []Point{{1, 2}, {0, 0}}, BB: [][]byte{{1}, {}}, T: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), Neg: -5, Ad: netip.MustParseAddr("127.0.0.1")})
 //! dump("top_slice_map", []string{"a", "b"}, map[int]bool{1: true}, [2]int{0, 9})
 //! ```
-
-const INTERFACE_SPLIT: &str = "2d7f03010106486f6c64657201ff8000010301044e616d65010c000103416e7901100001044d6f7265011000000030ff80010168010a6d61696e2e506f696e74ff8103010105506f696e7401ff8200010201015801040001015901040000002dff82050102010300010a6d61696e2e496e6e6572ff8303010105496e6e657201ff84000101010141010c00000009ff84050102696e0000";
-const INTERFACE_NESTED: &str = "2d7f03010106486f6c64657201ff8000010301044e616d65010c000103416e7901100001044d6f7265011000000047ff80020b6d61696e2e486f6c646572ff802801016e010a6d61696e2e496e6e6572ff8303010105496e6e657201ff84000101010141010c0000000bff8407010464656570000000";
-const INTERFACE_NIL_AND_BASIC: &str = "2d7f03010106486f6c64657201ff8000010301044e616d65010c000103416e7901100001044d6f726501100000000cff800303696e740402000e00";
-const RECURSIVE: &str = "22ff85030101044e6f646501ff8600010201015601040001044e65787401ff860000000dff860102010104010106000000";
-const MIXED: &str = "55ff87030101054d6978656401ff88000109010146010800010143010e0001014d01ff8a00010341727201ff8c0001015301ff8e000102424201ff900001015401ff920001034e65670104000102416401ff940000001eff890401010e6d61705b737472696e675d696e7401ff8a00010c0104000018ff8b010101085b335d75696e743801ff8c000106010600001bff8d0201010c5b5d6d61696e2e506f696e7401ff8e0001ff8200001fff8103010105506f696e7401ff82000102010158010400010159010400000017ff8f020101095b5d5b5d75696e743801ff9000010a000010ff910501010454696d6501ff9200000010ff93060101044164647201ff940000003fff8801fef83f01fef03ffef0bf0101016b0601030100ffff01020102010400000102010100010f010000000ee0e92ca500000006ffff010901047f00000100";
-const TOP_SLICE_MAP: &str = "0cff95020102ff9600010c000008ff960002016101620eff97040102ff980001040102000006ff98000102010eff99010102ff9a0001040104000006ff9a00020012";
+//!
+//! The program printed `name hex` lines, kept verbatim in `golden/go_streams.txt` (also a
+//! seed corpus for the fuzzer).
 
 use gob::{Decoder, Limits, Struct, Value, message_len};
 
@@ -55,8 +51,17 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn messages(stream: &str) -> Vec<Vec<u8>> {
-    let bytes = unhex(stream);
+/// The captured stream called `name`.
+fn stream(name: &str) -> Vec<u8> {
+    let line = include_str!("golden/go_streams.txt")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no stream {name} in golden/go_streams.txt"));
+    unhex(line.trim())
+}
+
+fn messages(name: &str) -> Vec<Vec<u8>> {
+    let bytes = stream(name);
     let mut rest = &bytes[..];
     let mut out = Vec::new();
     while !rest.is_empty() {
@@ -68,11 +73,11 @@ fn messages(stream: &str) -> Vec<Vec<u8>> {
 }
 
 /// Feeds the messages one by one; returns, per message, whether it produced a value.
-fn decode(stream: &str) -> (Vec<Value>, Vec<bool>) {
+fn decode(name: &str) -> (Vec<Value>, Vec<bool>) {
     let mut dec = Decoder::new(Limits::default());
     let mut values = Vec::new();
     let mut produced = Vec::new();
-    for m in messages(stream) {
+    for m in messages(name) {
         let v = dec.decode_message(&m).unwrap();
         produced.push(v.is_some());
         values.extend(v);
@@ -97,7 +102,7 @@ fn s(v: &str) -> Value {
 
 #[test]
 fn interface_values_split_across_messages_decode_once_complete() {
-    let (values, produced) = decode(INTERFACE_SPLIT);
+    let (values, produced) = decode("interface_split");
     // Holder definition; value start + Point definition; Point value + Inner definition;
     // the rest. Only the last message completes the value.
     assert_eq!(produced, [false, false, false, true]);
@@ -118,7 +123,7 @@ fn interface_values_split_across_messages_decode_once_complete() {
 
 #[test]
 fn nested_interfaces_with_inline_definitions_decode() {
-    let (values, _) = decode(INTERFACE_NESTED);
+    let (values, _) = decode("interface_nested");
     let inner = st("Inner", vec![("A", s("deep"))]);
     let holder = st(
         "Holder",
@@ -132,7 +137,7 @@ fn nested_interfaces_with_inline_definitions_decode() {
 
 #[test]
 fn nil_interfaces_are_omitted_and_basic_ones_are_singletons() {
-    let (values, _) = decode(INTERFACE_NIL_AND_BASIC);
+    let (values, _) = decode("interface_nil_and_basic");
     assert_eq!(
         values,
         [st("Holder", vec![("More", iface("int", Value::Int(7)))])]
@@ -141,7 +146,7 @@ fn nil_interfaces_are_omitted_and_basic_ones_are_singletons() {
 
 #[test]
 fn recursive_types_decode() {
-    let (values, _) = decode(RECURSIVE);
+    let (values, _) = decode("recursive");
     let n3 = st("Node", vec![("V", Value::Int(3))]);
     let n2 = st("Node", vec![("V", Value::Int(2)), ("Next", n3)]);
     assert_eq!(
@@ -152,7 +157,7 @@ fn recursive_types_decode() {
 
 #[test]
 fn every_composite_kind_decodes() {
-    let (values, _) = decode(MIXED);
+    let (values, _) = decode("mixed");
     let time = unhex("010000000ee0e92ca500000006ffff");
     let expected = st(
         "Mixed",
@@ -185,7 +190,7 @@ fn every_composite_kind_decodes() {
 
 #[test]
 fn top_level_slices_maps_and_arrays_are_singletons() {
-    let (values, _) = decode(TOP_SLICE_MAP);
+    let (values, _) = decode("top_slice_map");
     assert_eq!(
         values,
         [
@@ -200,7 +205,7 @@ fn top_level_slices_maps_and_arrays_are_singletons() {
 /// keep the half-read definitions: the same stream decodes afterwards on a fresh decoder.
 #[test]
 fn a_broken_continuation_is_an_error() {
-    let msgs = messages(INTERFACE_SPLIT);
+    let msgs = messages("interface_split");
     let mut dec = Decoder::new(Limits::default());
     assert_eq!(dec.decode_message(&msgs[0]).unwrap(), None);
     assert_eq!(dec.decode_message(&msgs[1]).unwrap(), None);
