@@ -118,7 +118,8 @@ mod tests {
         for bad in ["5", "abc", "-1s", "10 parsecs", "", "1d"] {
             let err = parse_duration("WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT", bad).unwrap_err();
             assert!(
-                err.to_string().contains("WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT"),
+                err.to_string()
+                    .contains("WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT"),
                 "{err}"
             );
         }

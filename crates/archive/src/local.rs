@@ -1,0 +1,355 @@
+//! The embedded default archive: one file per object under a root directory.
+//!
+//! # On-disk layout (version 1)
+//!
+//! A key `a/b/c` is the file `<root>/a/b/c`; `/` in keys maps to subdirectories (0700), files
+//! are 0600 because logs can hold secrets. Each file is self-contained:
+//!
+//! ```text
+//! {"v":1,"content_type":"…","content_encoding":"…","user":{"k":"v"}}\n   ← one line of JSON
+//! <object bytes>                                                        ← exactly as stored
+//! ```
+//!
+//! The metadata lives in the file itself rather than in a sidecar or an xattr so that one
+//! `rename` replaces object and metadata together (a reader never sees new metadata with old
+//! bytes), and so the directory can be copied or backed up by any tool. An admin gets the
+//! object bytes with `tail -n +2 FILE` (e.g. `tail -n +2 FILE | zstd -d | jq`).
+//!
+//! Writes go to a hidden temp file (`.<name>.tmp-…`) in the target directory, are fsynced,
+//! renamed over the target, and the directory is fsynced, so a crash leaves the old object or
+//! the new one. Names starting with `.` are never keys (see `validate_key`), so temp files
+//! cannot collide with objects and listing skips them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::key::{validate_key, validate_prefix};
+use crate::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+
+/// Header lines longer than this are not ours: the file is reported corrupt instead of
+/// being read into memory.
+const MAX_HEADER: u64 = 64 * 1024;
+const FORMAT_VERSION: u32 = 1;
+
+/// Objects as files under a root directory. See the module docs for the layout.
+#[derive(Debug, Clone)]
+pub struct LocalDirStore {
+    root: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    v: u32,
+    content_type: String,
+    content_encoding: String,
+    user: std::collections::BTreeMap<String, String>,
+}
+
+impl LocalDirStore {
+    /// Opens (creating with mode 0700 if needed) the store rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(|e| io_error(&root, "create archive directory", e))?;
+        Ok(Self { root })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Transient(format!("local archive task failed: {e}")))?
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalDirStore {
+    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+        let target = self.path_of(key)?;
+        let root = self.root.clone();
+        let body = body.to_owned();
+        let header = Header {
+            v: FORMAT_VERSION,
+            content_type: meta.content_type.clone(),
+            content_encoding: meta.content_encoding.clone(),
+            user: meta.user.clone(),
+        };
+        Self::blocking(move || write_atomically(&root, &target, &body, &header)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {
+        let path = self.path_of(key)?;
+        Self::blocking(move || {
+            let Some((mut reader, info)) = open_object(&path)? else {
+                return Ok(None);
+            };
+            let mut data = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
+            reader
+                .read_to_end(&mut data)
+                .map_err(|e| io_error(&path, "read", e))?;
+            if data.len() as u64 != info.size {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: changed while reading ({} bytes expected, {} read)",
+                    path.display(),
+                    info.size,
+                    data.len()
+                )));
+            }
+            Ok(Some((data, info)))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path_of(key)?;
+        Self::blocking(move || Ok(open_object(&path)?.map(|(_, info)| info))).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path_of(key)?;
+        let root = self.root.clone();
+        Self::blocking(move || {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => return Ok(()),
+                Err(e) => return Err(io_error(&path, "delete", e)),
+            }
+            let dir = path.parent().unwrap_or(&root);
+            sync_dir(dir)?;
+            remove_empty_parents(&root, dir);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        validate_prefix(prefix)?;
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        Self::blocking(move || {
+            // Only the directory named by the prefix's complete segments can hold matches.
+            let base = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+            let mut keys = Vec::new();
+            walk(&root.join(base), base, &mut keys)?;
+            keys.retain(|k| k.starts_with(&prefix));
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
+    }
+}
+
+fn write_atomically(
+    root: &Path,
+    target: &Path,
+    body: &Path,
+    header: &Header,
+) -> Result<(), StoreError> {
+    let dir = target.parent().unwrap_or(root);
+    let name = target
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    let mut source = File::open(body).map_err(|e| io_error(body, "open upload source", e))?;
+    let expected = source
+        .metadata()
+        .map_err(|e| io_error(body, "stat upload source", e))?
+        .len();
+
+    // A concurrent delete may remove a freshly created (empty) parent directory between
+    // creating it and creating the temp file: create both again in that case.
+    let (temp_path, mut temp) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            create_dirs(root, dir)?;
+            let temp_path = dir.join(format!(".{name}.tmp-{}", unique_suffix()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&temp_path)
+            {
+                Ok(file) => break (temp_path, file),
+                Err(e) if is_missing(&e) && attempt < 3 => continue,
+                Err(e) => return Err(io_error(&temp_path, "create temp file", e)),
+            }
+        }
+    };
+    let result = (|| {
+        let mut line = serde_json::to_vec(header).map_err(|e| {
+            StoreError::Corrupt(format!("{}: cannot encode metadata: {e}", target.display()))
+        })?;
+        line.push(b'\n');
+        temp.write_all(&line)
+            .map_err(|e| io_error(&temp_path, "write", e))?;
+        let copied =
+            io::copy(&mut source, &mut temp).map_err(|e| io_error(&temp_path, "write", e))?;
+        if copied != expected {
+            return Err(StoreError::Transient(format!(
+                "{}: upload source changed while copying ({expected} bytes expected, {copied} copied)",
+                body.display()
+            )));
+        }
+        temp.sync_all()
+            .map_err(|e| io_error(&temp_path, "fsync", e))?;
+        fs::rename(&temp_path, target).map_err(|e| io_error(target, "rename into place", e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&temp_path);
+    }
+    result
+}
+
+/// Creates `dir` and its missing ancestors below `root` with mode 0700, fsyncing each
+/// parent so the new entries survive a crash along with the object put into them.
+fn create_dirs(root: &Path, dir: &Path) -> Result<(), StoreError> {
+    if dir == root || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(root, parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => sync_dir(dir.parent().unwrap_or(root)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_error(dir, "create directory", e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, "fsync directory", e))
+}
+
+/// Best effort: leaves no empty directories behind so listings stay fast. A directory that
+/// is not empty (or is being filled concurrently) simply stays.
+fn remove_empty_parents(root: &Path, mut dir: &Path) {
+    while dir != root && dir.starts_with(root) {
+        if fs::remove_dir(dir).is_err() {
+            return;
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return,
+        }
+    }
+}
+
+/// Opens an object and parses its header; the reader is positioned at the first body byte.
+fn open_object(path: &Path) -> Result<Option<(BufReader<File>, ObjectInfo)>, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(io_error(path, "open", e)),
+    };
+    let stat = file.metadata().map_err(|e| io_error(path, "stat", e))?;
+    if stat.is_dir() {
+        // A key that is only a prefix of other keys (`a` when `a/b` exists).
+        return Ok(None);
+    }
+    let len = stat.len();
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    (&mut reader)
+        .take(MAX_HEADER)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| io_error(path, "read", e))?;
+    let corrupt = |why: &str| StoreError::Corrupt(format!("{}: {why}", path.display()));
+    if line.last() != Some(&b'\n') {
+        return Err(corrupt(
+            "no metadata line (not written by this store, or truncated)",
+        ));
+    }
+    let header: Header = serde_json::from_slice(&line[..line.len() - 1])
+        .map_err(|e| corrupt(&format!("unreadable metadata line: {e}")))?;
+    if header.v != FORMAT_VERSION {
+        return Err(corrupt(&format!("unknown format version {}", header.v)));
+    }
+    let info = ObjectInfo {
+        size: len - line.len() as u64,
+        meta: ObjectMeta {
+            content_type: header.content_type,
+            content_encoding: header.content_encoding,
+            user: header.user,
+        },
+    };
+    Ok(Some((reader, info)))
+}
+
+fn walk(dir: &Path, key_prefix: &str, keys: &mut Vec<String>) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Ok(()),
+        Err(e) => return Err(io_error(dir, "list", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, "list", e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = format!("{key_prefix}{name}");
+        let kind = entry.file_type().map_err(|e| io_error(dir, "list", e))?;
+        if kind.is_dir() {
+            walk(&entry.path(), &format!("{key}/"), keys)?;
+        } else if kind.is_file() {
+            keys.push(key);
+        }
+    }
+    Ok(())
+}
+
+/// Missing file, or a path component that is a file (key `a/b` when `a` is an object).
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+fn io_error(path: &Path, what: &str, e: io::Error) -> StoreError {
+    let text = format!("{}: {what}: {e}", path.display());
+    match e.kind() {
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+            StoreError::Denied(text)
+        }
+        _ => StoreError::Transient(text),
+    }
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

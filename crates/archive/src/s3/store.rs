@@ -1,0 +1,595 @@
+//! The S3 backend: AWS S3 or any S3-compatible server, through the AWS SDK for Rust.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::path::Path;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, Region};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, StalledStreamProtectionConfig};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
+};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use futures::{StreamExt, TryStreamExt};
+
+use super::settings::{ChecksumMode, S3Settings, Sse};
+use crate::key::{validate_key, validate_prefix};
+use crate::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+
+/// S3 allows at most this many parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// An [`ObjectStore`] on an S3 bucket, keys under the configured folder.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    settings: S3Settings,
+}
+
+impl S3Store {
+    /// A client with the whole standard AWS chain for region and credentials. Nothing is
+    /// sent: an unreachable bucket must not stop the addon from starting (see [`check`]).
+    ///
+    /// [`check`]: S3Store::check
+    pub async fn connect(settings: S3Settings) -> Result<Self, StoreError> {
+        Self::connect_with(settings, aws_config::defaults(BehaviorVersion::latest())).await
+    }
+
+    /// As [`connect`](S3Store::connect), starting from a caller's loader, e.g. one with an
+    /// explicit credentials provider (tools, tests against local servers). The settings
+    /// still decide endpoint, region, TLS roots, timeouts and checksums.
+    pub async fn connect_with(
+        settings: S3Settings,
+        loader: ConfigLoader,
+    ) -> Result<Self, StoreError> {
+        let mut loader = loader
+            .http_client(http_client(&settings)?)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(settings.operation_timeout)
+                    .build(),
+            )
+            // A download that stops sending bytes fails instead of hanging: the attempt
+            // timeout covers only the time to the response headers.
+            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().build());
+        if let Some(region) = &settings.region {
+            loader = loader.region(Region::new(region.clone()));
+        } else if settings.custom_endpoint() {
+            // Without a region the SDK cannot sign; S3-compatible servers accept any, and
+            // asking EC2 instance metadata for one makes no sense off AWS.
+            loader = loader.region(
+                RegionProviderChain::first_try(
+                    aws_config::environment::EnvironmentVariableRegionProvider::new(),
+                )
+                .or_else(aws_config::profile::ProfileFileRegionProvider::new())
+                .or_else(Region::from_static("us-east-1")),
+            );
+        }
+        if let Some(mode) = settings.effective_checksum() {
+            loader = loader.request_checksum_calculation(match mode {
+                ChecksumMode::WhenSupported => RequestChecksumCalculation::WhenSupported,
+                ChecksumMode::WhenRequired => RequestChecksumCalculation::WhenRequired,
+            });
+        }
+        let sdk = loader.load().await;
+        if sdk.region().is_none() {
+            return Err(StoreError::Denied(format!(
+                "s3://{}: no AWS region: set {}REGION, AWS_REGION or a region in the AWS profile",
+                settings.bucket,
+                super::settings::PREFIX
+            )));
+        }
+        let mut config =
+            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.path_style);
+        if let Some(endpoint) = &settings.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            settings,
+        })
+    }
+
+    /// One cheap request (a one-key listing of the folder) proving that the endpoint answers,
+    /// the credentials work and the bucket exists; the error says which of them to fix.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .prefix(&self.settings.folder)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.error(&self.settings.folder, "ListObjectsV2", e))?;
+        Ok(())
+    }
+
+    /// The settings this store was made with.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    fn full_key(&self, key: &str) -> Result<String, StoreError> {
+        validate_key(key)?;
+        Ok(format!("{}{key}", self.settings.folder))
+    }
+
+    fn error<E>(&self, full_key: &str, op: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_sdk_error(
+            &format!("s3://{}/{full_key}", self.settings.bucket),
+            op,
+            err,
+        )
+    }
+
+    async fn put_single(
+        &self,
+        full_key: &str,
+        body: &Path,
+        size: u64,
+        meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        let stream = ByteStream::from_path(body)
+            .await
+            .map_err(|e| StoreError::Transient(format!("{}: open: {e}", body.display())))?;
+        let (sse, kms_key) = self.sse();
+        self.client
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(full_key)
+            .body(stream)
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .set_content_type(non_empty(&meta.content_type))
+            .set_content_encoding(non_empty(&meta.content_encoding))
+            .set_metadata(user_metadata(meta))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .set_storage_class(self.storage_class())
+            .send()
+            .await
+            .map_err(|e| self.error(full_key, "PutObject", e))?;
+        Ok(())
+    }
+
+    async fn put_multipart(
+        &self,
+        full_key: &str,
+        body: &Path,
+        size: u64,
+        meta: &ObjectMeta,
+    ) -> Result<(), StoreError> {
+        let (sse, kms_key) = self.sse();
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.settings.bucket)
+            .key(full_key)
+            .set_content_type(non_empty(&meta.content_type))
+            .set_content_encoding(non_empty(&meta.content_encoding))
+            .set_metadata(user_metadata(meta))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .set_storage_class(self.storage_class())
+            .send()
+            .await
+            .map_err(|e| self.error(full_key, "CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id().ok_or_else(|| {
+            StoreError::Transient(format!(
+                "s3://{}/{full_key}: CreateMultipartUpload returned no upload id",
+                self.settings.bucket
+            ))
+        })?;
+
+        let result = self.upload_parts(full_key, upload_id, body, size).await;
+        let result = match result {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(full_key)
+                .upload_id(upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(full_key, "CompleteMultipartUpload", e)),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            // Parts of an abandoned upload are billed until aborted; a failed abort is only
+            // worth a warning (a bucket lifecycle rule can clean up later).
+            if let Err(abort) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(full_key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::warn!("{}", self.error(full_key, "AbortMultipartUpload", abort));
+            }
+        }
+        result
+    }
+
+    /// Uploads the parts with at most `upload_concurrency` in flight. Each part streams
+    /// from its slice of the file, so memory stays small whatever the part size.
+    async fn upload_parts(
+        &self,
+        full_key: &str,
+        upload_id: &str,
+        body: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
+        let part_size = part_size_for(size, self.settings.part_size);
+        let count = size.div_ceil(part_size);
+        futures::stream::iter(0..count)
+            .map(|index| async move {
+                let offset = index * part_size;
+                let length = part_size.min(size - offset);
+                let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                let stream = ByteStream::read_from()
+                    .path(body)
+                    .offset(offset)
+                    .length(Length::Exact(length))
+                    .build()
+                    .await
+                    .map_err(|e| StoreError::Transient(format!("{}: open: {e}", body.display())))?;
+                let uploaded = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.settings.bucket)
+                    .key(full_key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+                    .body(stream)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(full_key, &format!("UploadPart {number}"), e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                    .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_owned))
+                    .set_checksum_crc32_c(uploaded.checksum_crc32_c().map(str::to_owned))
+                    .set_checksum_crc64_nvme(uploaded.checksum_crc64_nvme().map(str::to_owned))
+                    .set_checksum_sha1(uploaded.checksum_sha1().map(str::to_owned))
+                    .set_checksum_sha256(uploaded.checksum_sha256().map(str::to_owned))
+                    .build())
+            })
+            .buffered(self.settings.upload_concurrency)
+            .try_collect()
+            .await
+    }
+
+    fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.settings.sse {
+            None => (None, None),
+            Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+        }
+    }
+
+    fn storage_class(&self) -> Option<StorageClass> {
+        self.settings
+            .storage_class
+            .as_deref()
+            .map(StorageClass::from)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+        let full_key = self.full_key(key)?;
+        let size = tokio::fs::metadata(body)
+            .await
+            .map_err(|e| StoreError::Transient(format!("{}: stat: {e}", body.display())))?
+            .len();
+        if size < self.settings.part_size {
+            self.put_single(&full_key, body, size, meta).await?;
+        } else {
+            self.put_multipart(&full_key, body, size, meta).await?;
+        }
+        // Verify before anyone deletes the source: the object must exist with our size.
+        match self.head(key).await? {
+            Some(info) if info.size == size => Ok(()),
+            Some(info) => Err(StoreError::Corrupt(format!(
+                "s3://{}/{full_key}: {} bytes after upload, {size} sent",
+                self.settings.bucket, info.size
+            ))),
+            None => Err(StoreError::Corrupt(format!(
+                "s3://{}/{full_key}: missing right after a successful upload",
+                self.settings.bucket
+            ))),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {
+        let full_key = self.full_key(key)?;
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.error(&full_key, "GetObject", e)),
+        };
+        let info = ObjectInfo {
+            size: output
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            meta: ObjectMeta {
+                content_type: output.content_type().unwrap_or_default().to_owned(),
+                content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
+                user: lower_case(output.metadata()),
+            },
+        };
+        let data = output.body.collect().await.map_err(|e| {
+            StoreError::Transient(format!(
+                "s3://{}/{full_key}: GetObject: reading the body: {}",
+                self.settings.bucket,
+                DisplayErrorContext(&e)
+            ))
+        })?;
+        let data = data.into_bytes().to_vec();
+        if data.len() as u64 != info.size {
+            return Err(StoreError::Corrupt(format!(
+                "s3://{}/{full_key}: {} bytes received, {} announced",
+                self.settings.bucket,
+                data.len(),
+                info.size
+            )));
+        }
+        Ok(Some((data, info)))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let full_key = self.full_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(&full_key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectInfo {
+                size: output
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                meta: ObjectMeta {
+                    content_type: output.content_type().unwrap_or_default().to_owned(),
+                    content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
+                    user: lower_case(output.metadata()),
+                },
+            })),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
+                // HEAD answers a bare 404 for a missing bucket too: tell the two apart, or a
+                // deleted bucket would look like "no archive yet".
+                self.check().await?;
+                Ok(None)
+            }
+            Err(e) => Err(self.error(&full_key, "HeadObject", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let full_key = self.full_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.settings.bucket)
+            .key(&full_key)
+            .send()
+            .await
+            .map_err(|e| self.error(&full_key, "DeleteObject", e))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        validate_prefix(prefix)?;
+        let full_prefix = format!("{}{prefix}", self.settings.folder);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .prefix(&full_prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(&full_prefix, "ListObjectsV2", e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .filter_map(|k| k.strip_prefix(&self.settings.folder))
+                    .map(str::to_owned),
+            );
+        }
+        // S3 lists in UTF-8 byte order already; some compatible servers do not.
+        keys.sort();
+        Ok(keys)
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.settings;
+        let mut text = format!("s3://{}/{}", s.bucket, s.folder);
+        if let Some(endpoint) = &s.endpoint {
+            text.push_str(&format!(" at {endpoint}"));
+        }
+        text
+    }
+}
+
+/// The HTTPS client: the SDK's hyper/rustls client with our roots added when `CA_BUNDLE`
+/// is set (native roots stay trusted, so AWS endpoints keep working).
+fn http_client(
+    settings: &S3Settings,
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StoreError> {
+    let builder = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+    let Some(ca) = &settings.ca_bundle else {
+        return Ok(builder.build_https());
+    };
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(ca.pem.clone()))
+        .build()
+        .map_err(|e| {
+            StoreError::Denied(format!(
+                "{}CA_BUNDLE={}: {e}",
+                super::settings::PREFIX,
+                ca.path.display()
+            ))
+        })?;
+    Ok(builder.tls_context(context).build_https())
+}
+
+/// S3 parts are limited to 10,000: larger files get larger parts (whole MiB).
+fn part_size_for(size: u64, configured: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    configured.max(needed)
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn user_metadata(meta: &ObjectMeta) -> Option<HashMap<String, String>> {
+    (!meta.user.is_empty()).then(|| meta.user.clone().into_iter().collect())
+}
+
+fn lower_case(
+    metadata: Option<&HashMap<String, String>>,
+) -> std::collections::BTreeMap<String, String> {
+    metadata
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
+}
+
+/// Turns an SDK error into a [`StoreError`] whose text tells an admin what happened:
+/// `s3://bucket/key: PutObject: AccessDenied: Access Denied (HTTP 403)`.
+fn map_sdk_error<E>(target: &str, op: &str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    if let SdkError::ServiceError(service) = &err {
+        let status = service.raw().status().as_u16();
+        let code = service.err().code().unwrap_or(match status {
+            301 => "PermanentRedirect (wrong region or endpoint)",
+            400 => "BadRequest",
+            403 => "Forbidden",
+            404 => "NotFound",
+            _ => "UnknownError",
+        });
+        let message = service.err().message().unwrap_or("no message");
+        let text = format!("{target}: {op}: {code}: {message} (HTTP {status})");
+        return if is_transient(status, code) {
+            StoreError::Transient(text)
+        } else {
+            StoreError::Denied(text)
+        };
+    }
+    // Credentials come before the request is sent: a missing or refused identity is for
+    // an admin to fix, a timed-out provider may pass.
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(creds) = cause.downcast_ref::<CredentialsError>() {
+            let text = format!(
+                "{target}: {op}: no usable AWS credentials: {}",
+                DisplayErrorContext(creds)
+            );
+            return match creds {
+                CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_) => {
+                    StoreError::Transient(text)
+                }
+                _ => StoreError::Denied(text),
+            };
+        }
+        source = cause.source();
+    }
+    let what = match &err {
+        SdkError::TimeoutError(_) => "timed out",
+        SdkError::DispatchFailure(_) => "cannot reach the endpoint",
+        SdkError::ResponseError(_) => "unreadable response",
+        SdkError::ConstructionFailure(_) => "cannot build the request",
+        _ => "failed",
+    };
+    let text = format!("{target}: {op}: {what}: {}", DisplayErrorContext(&err));
+    match err {
+        SdkError::ConstructionFailure(_) => StoreError::Denied(text),
+        _ => StoreError::Transient(text),
+    }
+}
+
+/// Server trouble and throttling pass; everything else (403 AccessDenied, 404
+/// NoSuchBucket, 400 InvalidArgument, …) needs an admin.
+fn is_transient(status: u16, code: &str) -> bool {
+    status >= 500
+        || status == 408
+        || status == 429
+        || matches!(
+            code,
+            "SlowDown"
+                | "RequestTimeout"
+                | "RequestTimeTooSkewed"
+                | "Throttling"
+                | "ThrottlingException"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "OperationAborted"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_within_s3_limits() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size_for(12 * mib, 5 * mib), 5 * mib);
+        // 100 GiB at 8 MiB would be 12,800 parts: parts grow to 11 MiB (9,310 parts).
+        let size = 100 * 1024 * mib;
+        let part = part_size_for(size, 8 * mib);
+        assert!(size.div_ceil(part) <= MAX_PARTS);
+        assert_eq!(part % mib, 0);
+    }
+
+    #[test]
+    fn transient_or_denied() {
+        assert!(is_transient(503, "SlowDown"));
+        assert!(is_transient(500, "InternalError"));
+        assert!(is_transient(400, "RequestTimeout"));
+        assert!(!is_transient(403, "AccessDenied"));
+        assert!(!is_transient(404, "NoSuchBucket"));
+        assert!(!is_transient(400, "InvalidArgument"));
+    }
+}

