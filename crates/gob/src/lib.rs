@@ -14,6 +14,43 @@
 //!
 //! Type definitions are per stream and per direction: use one [`Decoder`] and one [`Encoder`]
 //! per yamux stream, never shared.
+//!
+//! ```
+//! use gob::{Decoder, Encoder, Limits, Struct, Value, message_len};
+//!
+//! // A net/rpc response: header, then body. Definitions go out on first use only.
+//! let mut enc = Encoder::new();
+//! let mut out = Vec::new();
+//! let header = Value::Struct(Struct {
+//!     name: "Response".into(),
+//!     fields: vec![
+//!         ("ServiceMethod".into(), Value::String("Plugin.LogFind".into())),
+//!         ("Seq".into(), Value::Uint(0)),
+//!         ("Error".into(), Value::String(String::new())),
+//!     ],
+//! });
+//! enc.encode(&header, &mut out)?;
+//! enc.encode(&Value::Bytes(b"[]".to_vec()), &mut out)?;
+//!
+//! // Reading a stream: frame, wait for the whole payload, decode.
+//! let limits = Limits::default();
+//! let mut dec = Decoder::new(limits);
+//! let mut buf = &out[..];
+//! let mut values = Vec::new();
+//! while let Some((prefix, len)) = message_len(buf, limits.max_message_len)? {
+//!     if buf.len() < prefix + len {
+//!         break; // read more from the stream first
+//!     }
+//!     if let Some(v) = dec.decode_message(&buf[prefix..prefix + len])? {
+//!         values.push(v);
+//!     }
+//!     buf = &buf[prefix + len..];
+//! }
+//! assert_eq!(values[0].field("ServiceMethod").and_then(Value::as_str), Some("Plugin.LogFind"));
+//! assert_eq!(values[0].field("Seq"), None); // zero, so not sent
+//! assert_eq!(values[1].as_bytes(), Some(&b"[]"[..]));
+//! # Ok::<(), gob::Error>(())
+//! ```
 
 mod decode;
 mod encode;
@@ -188,6 +225,10 @@ pub enum Error {
 /// Message framing: gob prefixes every message with uint(len).
 /// Ok(None) = need more bytes; Ok(Some((prefix_len, payload_len)));
 /// Err if the length is malformed or above `limit`.
+///
+/// Only the prefix is checked: the payload is complete once `buf` holds
+/// `prefix_len + payload_len` bytes. Checking `limit` here, before buffering, is what stops a
+/// peer from making the reader allocate for a huge announced length.
 pub fn message_len(buf: &[u8], limit: usize) -> Result<Option<(usize, usize)>, Error> {
     let Some((len, prefix)) = wire::decode_uint(buf, "message length")? else {
         return Ok(None);
@@ -231,6 +272,15 @@ mod tests {
             message_len(&[0xf0], 100),
             Err(Error::BadUint { .. })
         ));
+    }
+
+    /// The RPC runtime moves codec state into tasks and threads.
+    #[test]
+    fn codec_state_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Decoder>();
+        assert_send_sync::<Encoder>();
+        assert_send_sync::<Error>();
     }
 
     #[test]
