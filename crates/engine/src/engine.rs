@@ -96,6 +96,9 @@ struct StepState {
     last_append: Instant,
     finished_at: Option<Instant>,
     archived_at: Option<Instant>,
+    /// An archive object of this step may exist (we stored one, or the step predates this
+    /// start). While false, the spool holds the whole log.
+    maybe_archived: bool,
     archiving: bool,
     failures: u32,
     retry_at: Option<Instant>,
@@ -118,6 +121,7 @@ impl StepState {
             last_append: now,
             finished_at: None,
             archived_at: None,
+            maybe_archived: false,
             archiving: false,
             failures: 0,
             retry_at: None,
@@ -201,6 +205,7 @@ impl Engine {
         let (mut finished, mut pending) = (0, 0);
         for (id, found) in recovered {
             let mut state = StepState::new(now);
+            state.maybe_archived = true;
             if let (Some(first), Some(last)) = (found.segments.first(), found.segments.last()) {
                 state.first_segment = *first;
                 // Never append behind a repaired tail: new lines start a new segment.
@@ -391,12 +396,17 @@ impl Inner {
         });
     }
 
-    /// Every spooled entry of a step, first write per line.
-    fn read_spool(&self, id: StepId) -> Result<BTreeMap<i64, LogEntry>, LogError> {
-        let Some((segments, len)) = self.with_state(id, false, |state| {
-            (state.first_segment..state.segment + 1, state.segment_len)
+    /// Every spooled entry of a step, first write per line, and whether an archive object
+    /// may hold more.
+    fn read_spool(&self, id: StepId) -> Result<(BTreeMap<i64, LogEntry>, bool), LogError> {
+        let Some((segments, len, maybe_archived)) = self.with_state(id, false, |state| {
+            (
+                state.first_segment..state.segment + 1,
+                state.segment_len,
+                state.maybe_archived,
+            )
         }) else {
-            return Ok(BTreeMap::new());
+            return Ok((BTreeMap::new(), true));
         };
         let current = segments.end - 1;
         let mut lines = BTreeMap::new();
@@ -407,7 +417,7 @@ impl Inner {
             })
             .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
         }
-        Ok(lines)
+        Ok((lines, maybe_archived))
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -584,6 +594,8 @@ impl Inner {
             None => None,
             Some(built) => {
                 let meta = built.summary.to_meta(id);
+                // Even a failed upload may have stored the object.
+                lock(&slot.state).maybe_archived = true;
                 self.store
                     .put_file(&key, built.file.path(), &meta)
                     .await
@@ -625,14 +637,24 @@ impl Inner {
         // their object is stored, so lines missing from the segments read here are in the
         // object read next.
         let inner = self.clone();
-        let mut lines = blocking(move || inner.read_spool(id)).await?;
+        let (mut lines, maybe_archived) = blocking(move || inner.read_spool(id)).await?;
         let key = format::object_key(&self.settings.key_prefix, id);
-        let object = self.store.get(&key).await.map_err(|e| {
-            storage(format!(
-                "cannot read the archived log of step {id} ({key} in {}): {e}",
-                self.store.describe()
-            ))
-        })?;
+        let object = match self.store.get(&key).await {
+            Ok(object) => object,
+            // The archive is unreachable, but this step was never archived: the spool holds
+            // its whole log, so the UI keeps working through an outage.
+            Err(e) if !maybe_archived && !lines.is_empty() => {
+                tracing::warn!(step = %id, error = %e,
+                    "archive unreachable; serving the step's log from the spool");
+                return Ok(lines.into_values().collect());
+            }
+            Err(e) => {
+                return Err(storage(format!(
+                    "cannot read the archived log of step {id} ({key} in {}): {e}",
+                    self.store.describe()
+                )));
+            }
+        };
         if let Some((bytes, _)) = object {
             let archived = blocking(move || format::decode_object(&bytes))
                 .await
