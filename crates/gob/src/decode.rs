@@ -172,13 +172,13 @@ impl Decoder {
                 limit,
             });
         }
-        // A message that starts with a definition cannot finish the value (a value id must
-        // still follow), so it is only collected; decoding resumes at the next message.
-        let starts_with_definition =
-            matches!(Msg::new(payload).read_int("type id"), Ok(id) if id < 0);
+        // A message holding nothing but one definition (how Go sends the nested types of an
+        // interface's concrete type) cannot finish the value: it is only collected, and the
+        // value is decoded again when a message arrives that can.
+        let lone_definition = self.is_lone_definition(payload);
         self.pending.push(payload.to_vec());
         self.pending_len = total;
-        if starts_with_definition {
+        if lone_definition {
             if self.pending.len() > self.limits.max_types + MAX_CONTINUATIONS + 1 {
                 self.clear_pending();
                 return Err(Error::TooManyTypes(self.limits.max_types));
@@ -206,6 +206,23 @@ impl Decoder {
                 self.clear_pending();
                 Err(e)
             }
+        }
+    }
+
+    /// Whether `payload` is exactly one well-formed type definition. Nothing is stored: the
+    /// definition is read for real when the value it belongs to is decoded.
+    fn is_lone_definition(&self, payload: &[u8]) -> bool {
+        let mut pass = Pass {
+            limits: self.limits,
+            types: &self.types,
+            user_types: self.user_types,
+            new_types: Vec::new(),
+            rest: &[],
+            cur: Msg::new(payload),
+        };
+        match pass.cur.read_int("type id") {
+            Ok(id) if id < 0 => pass.define(id).is_ok() && pass.cur.is_exhausted(),
+            _ => false,
         }
     }
 

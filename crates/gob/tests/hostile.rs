@@ -370,3 +370,42 @@ fn split_values_are_bounded_in_size() {
         Ok(None)
     );
 }
+
+/// Go's decoder also accepts a continuation that starts with a definition and goes on, after
+/// the delimiting count, with the concrete type id and the value; so do we.
+#[test]
+fn a_continuation_may_start_with_a_definition() {
+    let mut dec = decoder();
+    define(&mut dec, &struct_def(64, "H", &[("Any", 8)]));
+    let mut start = B::default().int(64).uint(1).str("main.T").done();
+    start.extend(struct_def(65, "T", &[("A", 2)]));
+    assert_eq!(dec.decode_message(&start), Ok(None));
+    let mut rest = struct_def(66, "U", &[("B", 2)]);
+    rest.extend(
+        B::default()
+            .uint(9)
+            .int(65)
+            .uint(3)
+            .uint(1)
+            .int(4)
+            .raw(&[0, 0])
+            .done(),
+    );
+    let t = Value::Struct(gob::Struct {
+        name: "T".into(),
+        fields: vec![("A".into(), Value::Int(4))],
+    });
+    let h = gob::Struct {
+        name: "H".into(),
+        fields: vec![(
+            "Any".into(),
+            Value::Interface(Some(("main.T".into(), Box::new(t)))),
+        )],
+    };
+    assert_eq!(dec.decode_message(&rest), Ok(Some(Value::Struct(h))));
+    // Both definitions were kept.
+    assert_eq!(
+        dec.decode_message(&struct_def(66, "U", &[])),
+        Err(Error::DuplicateType(66))
+    );
+}
