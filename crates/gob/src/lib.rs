@@ -158,6 +158,9 @@ impl Value {
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Largest message payload (and largest value spread over several messages), in bytes.
+    /// Decoded memory is bounded by it too, but not 1:1: strings and bytes cost what they
+    /// weigh, while a slice of one-byte scalars costs `size_of::<Value>()` per byte (about
+    /// 56×). Choose it with that worst case in mind.
     pub max_message_len: usize,
     /// Deepest nesting of structs, slices, arrays, maps and interfaces in one value. It bounds
     /// the decoder's recursion, so it must stay small enough for the thread's stack.
@@ -281,6 +284,16 @@ mod tests {
         assert_send_sync::<Decoder>();
         assert_send_sync::<Encoder>();
         assert_send_sync::<Error>();
+    }
+
+    /// [`Limits::max_message_len`] documents the worst-case memory per received byte.
+    #[test]
+    fn a_value_is_at_most_56_bytes() {
+        assert!(
+            std::mem::size_of::<Value>() <= 56,
+            "{}",
+            std::mem::size_of::<Value>()
+        );
     }
 
     #[test]
