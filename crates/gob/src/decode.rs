@@ -216,7 +216,7 @@ impl Decoder {
             limits: self.limits,
             types: &self.types,
             user_types: self.user_types,
-            new_types: Vec::new(),
+            new_types: HashMap::new(),
             rest: &[],
             cur: Msg::new(payload),
         };
@@ -241,7 +241,7 @@ impl Decoder {
             limits: self.limits,
             types: &self.types,
             user_types: self.user_types,
-            new_types: Vec::new(),
+            new_types: HashMap::new(),
             rest,
             cur: Msg::new(first),
         };
@@ -270,7 +270,9 @@ struct Pass<'d, 'm> {
     limits: Limits,
     types: &'d HashMap<i64, Arc<Wire>>,
     user_types: usize,
-    new_types: Vec<(i64, Arc<Wire>)>,
+    /// Definitions read in this pass, kept apart until the item is complete. A map, not a
+    /// list: every composite value looks its type up here.
+    new_types: HashMap<i64, Arc<Wire>>,
     /// Messages after the current one, for values that continue.
     rest: &'m [&'m [u8]],
     cur: Msg<'m>,
@@ -279,10 +281,9 @@ struct Pass<'d, 'm> {
 impl Pass<'_, '_> {
     fn lookup(&self, id: i64) -> Option<Arc<Wire>> {
         self.new_types
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, w)| Arc::clone(w))
-            .or_else(|| self.types.get(&id).cloned())
+            .get(&id)
+            .or_else(|| self.types.get(&id))
+            .cloned()
     }
 
     /// `int(-id) wireType` (a definition, alone in its message) or `int(id) value`.
@@ -326,7 +327,7 @@ impl Pass<'_, '_> {
         }
         let definition = self.value(WIRE_TYPE, 0)?;
         let wire = wire_from_value(id, definition)?;
-        self.new_types.push((id, Arc::new(wire)));
+        self.new_types.insert(id, Arc::new(wire));
         Ok(())
     }
 
