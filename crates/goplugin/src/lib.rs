@@ -13,6 +13,43 @@
 //!
 //! The byte-level contract is `shared/reference/go-plugin-netrpc.md`; module docs cite its
 //! sections.
+//!
+//! A plugin binary:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use goplugin::{hclog, BoxFuture, Handler, HandshakeConfig, Limits, ServeConfig, Value};
+//!
+//! struct Log;
+//! impl Handler for Log {
+//!     fn methods(&self) -> &[&str] {
+//!         &["LogFind"]
+//!     }
+//!     fn call<'a>(&'a self, _method: &'a str, arg: Value) -> BoxFuture<'a, Result<Value, String>> {
+//!         Box::pin(async move {
+//!             let _json = arg.as_bytes().ok_or("expected []byte")?;
+//!             Ok(Value::Bytes(b"[]".to_vec()))
+//!         })
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let level = hclog::level_from_env(&["MY_LOG_LEVEL"], hclog::LevelFilter::INFO)
+//!         .unwrap_or(hclog::LevelFilter::INFO);
+//!     let _ = hclog::init(level);
+//!     goplugin::serve(ServeConfig {
+//!         handshake: HandshakeConfig {
+//!             protocol_version: 1,
+//!             magic_cookie_key: "MY_PLUGIN",
+//!             magic_cookie_value: "my-cookie",
+//!         },
+//!         plugins: vec![("log".into(), Arc::new(Log) as Arc<dyn Handler>)],
+//!         limits: Limits::default(),
+//!     })
+//!     .await
+//! }
+//! ```
 
 pub mod broker;
 pub mod client;

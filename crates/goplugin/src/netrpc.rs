@@ -294,11 +294,17 @@ async fn read_request<R: AsyncRead + Unpin>(
 /// The one writer of a server stream; ends (closing the stream) when every sender is gone.
 async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Reply>) {
     let mut encoder = Encoder::new();
-    let mut out = Vec::new();
+    let mut header = Vec::new();
     while let Some(reply) = rx.recv().await {
-        out.clear();
-        encode_reply(&mut encoder, reply, &mut out);
-        if let Err(error) = w.write_all(&out).await {
+        header.clear();
+        let body = encode_reply(&mut encoder, reply, &mut header);
+        // Two writes, no copy of a possibly huge body: this task is the stream's only
+        // writer, so nothing can come between them.
+        let written = match w.write_all(&header).await {
+            Ok(()) => w.write_all(&body).await,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = written {
             tracing::debug!(%error, "rpc stream closed while replying");
             return;
         }
@@ -306,7 +312,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedR
     let _ = w.shutdown().await;
 }
 
-/// Appends the `Response` header and the body for `reply` to `out`.
+/// Appends the `Response` header for `reply` to `out` and returns the encoded body.
 ///
 /// The body is encoded first, into its own buffer: gob's encoder changes nothing when it
 /// refuses a value, so a handler result gob cannot express (say, a map) turns into a normal
@@ -314,7 +320,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedR
 /// order would misplace a definition only if a body were a struct of exactly the header's
 /// shape (`Response{ServiceMethod, Seq, Error}`) on a stream's first reply, which no
 /// go-plugin method returns.
-fn encode_reply(encoder: &mut Encoder, reply: Reply, out: &mut Vec<u8>) {
+fn encode_reply(encoder: &mut Encoder, reply: Reply, out: &mut Vec<u8>) -> Vec<u8> {
     let mut body = Vec::new();
     let error = match reply.result {
         Ok(value) => match encoder.encode(&value, &mut body) {
@@ -341,7 +347,7 @@ fn encode_reply(encoder: &mut Encoder, reply: Reply, out: &mut Vec<u8>) {
             out,
         )
         .expect("a Response header is always encodable");
-    out.extend_from_slice(&body);
+    body
 }
 
 /// Why a client call failed.

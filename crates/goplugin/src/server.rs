@@ -50,6 +50,10 @@ pub enum ConnectionEnd {
 ///
 /// Logging must be set up by the caller (see [`crate::hclog::init`]); nothing but the
 /// handshake line is ever written to stdout.
+///
+/// No `PR_SET_PDEATHSIG`: it fires when the *thread* that forked us exits, and Go forks from
+/// whatever OS thread runs the goroutine, so a live host could kill its plugin. The host's
+/// death is noticed anyway: the kernel closes its end of the socket and the session ends.
 pub async fn serve(config: ServeConfig) -> ! {
     if !config.handshake.cookie_present() {
         process::write_stderr(format!("{COOKIE_MISMATCH_MESSAGE}\n").as_bytes());
