@@ -4,7 +4,9 @@
 //! `server/services/log/addon`); this crate mirrors those types exactly, defines the
 //! [`LogService`] trait every store implements, and ships [`MemoryStore`], the reference for
 //! the read contract: entries ordered by `line`, one per line number, first write wins.
+//! [`addon`] speaks Woodpecker's addon protocol on both sides over the go-plugin runtime.
 
+pub mod addon;
 mod entry;
 mod memory;
 mod service;

@@ -1,0 +1,208 @@
+//! `demo`: launches this binary the way Woodpecker does, streams a realistic pipeline into
+//! it, finishes the steps, reads them back and shows where the logs went.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use archive::{ObjectStore, Source};
+use engine::{FINALIZE_DELAY, SPOOL_DIR, format::object_key};
+use goplugin::{ClientConfig, PluginClient};
+use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
+use logservice::{LogEntry, LogService, Step, StepId};
+
+use crate::config::{ARCHIVE_DIR, Config};
+
+/// The pipeline: each step runs real commands on this machine, so the log is real tool
+/// output, not generated text.
+const PIPELINE: &[(&str, &[&str])] = &[
+    ("clone", &["git --version", "git init -q demo-repo && git -C demo-repo status"]),
+    ("toolchain", &["uname -a", "rustc -vV", "cargo --version", "go version", "python3 --version"]),
+    ("build", &["ls -la /usr/bin", "env -i PATH=/usr/bin:/bin sh -c 'command -v ls cat sh'"]),
+    ("test", &["python3 -c \"import sys; [print(f'test_{i} ... ok') for i in range(300)]; print('FAILED: none', file=sys.stderr)\""]),
+];
+
+/// Lines per LogAppend call, about what an agent sends per second for a chatty step.
+const BATCH: usize = 100;
+
+pub async fn run() -> Result<(), String> {
+    let demo_dir = std::env::temp_dir().join("woodpecker-s3-logs-demo");
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    if Source::get(&env, SPOOL_DIR).is_none() {
+        overrides.push((SPOOL_DIR.into(), demo_dir.join("spool").display().to_string()));
+    }
+    if Source::get(&env, ARCHIVE_DIR).is_none() {
+        overrides.push((ARCHIVE_DIR.into(), demo_dir.join("archive").display().to_string()));
+    }
+    if Source::get(&env, FINALIZE_DELAY).is_none() {
+        overrides.push((FINALIZE_DELAY.into(), "1s".into()));
+    }
+    let mut effective = env.clone();
+    effective.extend(overrides.iter().cloned());
+    let config = Config::from_source(&effective).map_err(|e| e.to_string())?;
+    let store = config.open_store().await?.object_store();
+
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    println!("launching {} as Woodpecker does (go-plugin net/rpc)…", exe.display());
+    let mut client_config = ClientConfig::new(&exe, HANDSHAKE);
+    client_config.env = overrides
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    let plugin = PluginClient::start(client_config)
+        .await
+        .map_err(|e| format!("the addon did not start: {e}"))?;
+    let log = LogClient::new(
+        plugin
+            .dispense(PLUGIN_NAME)
+            .await
+            .map_err(|e| format!("dispensing the log plugin: {e}"))?,
+    );
+
+    let work = tempdir_for_commands()?;
+    let base_id = unique_base_id();
+    let mut steps = Vec::new();
+    for (index, (name, commands)) in PIPELINE.iter().enumerate() {
+        let step = Step {
+            id: base_id + index as i64,
+            pipeline_id: base_id,
+            pid: index as i64 + 2,
+            name: (*name).to_string(),
+            state: "running".into(),
+            ..Step::default()
+        };
+        let entries = run_step(&step, commands, &work);
+        steps.push((step, entries));
+    }
+
+    println!("streaming {} steps concurrently in batches of {BATCH} lines…", steps.len());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (step, entries) in &steps {
+        let (log, step, entries) = (log.clone(), step.clone(), entries.clone());
+        tasks.push(tokio::spawn(async move {
+            for batch in entries.chunks(BATCH) {
+                log.log_append(&step, batch.to_vec()).await?;
+            }
+            // An agent retry: the first batch again. It must not show up twice.
+            if let Some(first) = entries.chunks(BATCH).next() {
+                log.log_append(&step, first.to_vec()).await?;
+            }
+            log.step_finished(&step).await;
+            Ok::<_, logservice::LogError>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    }
+    println!("  done in {:.0?}; steps finished, archiving after the grace period", started.elapsed());
+
+    println!();
+    println!("{:<10} {:>6} {:>12} {:>12} {:>6}  where", "step", "lines", "file store", "archived", "ratio");
+    let mut all_ok = true;
+    for (step, sent) in &steps {
+        let id = StepId::of(step).map_err(|e| e.to_string())?;
+        let key = object_key(&config.engine.key_prefix, id);
+        let size = wait_for_object(&*store, &key).await?;
+        let read = log.log_find(step).await.map_err(|e| e.to_string())?;
+        let exact = read == *sent;
+        all_ok &= exact;
+        let file_store_bytes: usize = sent
+            .iter()
+            .map(|e| serde_json::to_vec(e).map(|v| v.len() + 1).unwrap_or(0))
+            .sum();
+        println!(
+            "{:<10} {:>6} {:>12} {:>12} {:>5.1}x  {} {}",
+            step.name,
+            read.len(),
+            human(file_store_bytes as u64),
+            human(size),
+            file_store_bytes as f64 / size.max(1) as f64,
+            key,
+            if exact { "" } else { "(READ BACK DIFFERS!)" },
+        );
+    }
+    println!();
+    println!("archive: {}", store.describe());
+    println!("spool:   {}", config.engine.spool_dir.display());
+    println!("read one back: woodpecker-s3-logs get {}  (with the same settings)", base_id);
+    let _ = plugin.kill().await;
+    let _ = std::fs::remove_dir_all(&work);
+    if all_ok {
+        println!("every step read back exactly as sent (ordered, deduplicated).");
+        Ok(())
+    } else {
+        Err("some steps did not read back as sent".into())
+    }
+}
+
+/// Runs each command with `sh -c`, turning its output into log entries like an agent does:
+/// stdout lines type 0, stderr lines type 1, and the exit code as a type 2 entry.
+fn run_step(step: &Step, commands: &[&str], work: &std::path::Path) -> Vec<LogEntry> {
+    let started = Instant::now();
+    let mut entries = Vec::new();
+    let mut push = |entries: &mut Vec<LogEntry>, data: Vec<u8>, entry_type| {
+        entries.push(LogEntry {
+            step_id: step.id,
+            time: started.elapsed().as_secs() as i64,
+            line: entries.len() as i64,
+            data: Some(data),
+            entry_type,
+            ..LogEntry::default()
+        });
+    };
+    let mut code = 0;
+    for command in commands {
+        push(&mut entries, format!("+ {command}").into_bytes(), 0);
+        match Command::new("sh").arg("-c").arg(command).current_dir(work).output() {
+            Ok(output) => {
+                for line in output.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    push(&mut entries, line.to_vec(), 0);
+                }
+                for line in output.stderr.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    push(&mut entries, line.to_vec(), 1);
+                }
+                code = output.status.code().unwrap_or(1);
+            }
+            Err(e) => push(&mut entries, format!("cannot run sh: {e}").into_bytes(), 1),
+        }
+    }
+    push(&mut entries, code.to_string().into_bytes(), 2);
+    entries
+}
+
+async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.head(key).await {
+            Ok(Some(info)) => return Ok(info.size),
+            Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) => return Err(format!("{key} was not archived within 60 s")),
+            Err(e) => return Err(format!("checking {key}: {e}")),
+        }
+    }
+}
+
+fn tempdir_for_commands() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("woodpecker-s3-logs-demo-work-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Step ids unique per run, so repeated demos never mix with an earlier run's logs.
+fn unique_base_id() -> i64 {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
+    (secs as i64 % 100_000_000) * 100 + 1
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+

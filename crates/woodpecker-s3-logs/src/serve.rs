@@ -1,0 +1,61 @@
+//! The addon mode: what runs when the Woodpecker server launches the binary.
+
+use std::sync::Arc;
+
+use archive::ProcessEnv;
+use engine::Engine;
+use goplugin::{Handler, Limits, ServeConfig, hclog};
+use logservice::addon::{HANDSHAKE, LogHandler, PLUGIN_NAME};
+use tracing::level_filters::LevelFilter;
+
+use crate::config::{Config, LOG_LEVEL_VARS};
+
+/// Serves Woodpecker until the server goes away; never returns.
+///
+/// Order matters: the cookie check comes before anything touches the disk or stderr, logging
+/// is hclog JSON from the first line on, and configuration errors end the start with one
+/// line naming the variable, which Woodpecker shows in its log.
+pub fn run() -> ! {
+    if !HANDSHAKE.cookie_present() {
+        goplugin::process::write_stderr(
+            format!("{}\n", goplugin::handshake::COOKIE_MISMATCH_MESSAGE).as_bytes(),
+        );
+        std::process::exit(1);
+    }
+    let level = hclog::level_from_env(&LOG_LEVEL_VARS, LevelFilter::INFO);
+    let _ = hclog::init(level.as_ref().copied().unwrap_or(LevelFilter::INFO));
+    if let Err(e) = level {
+        fail(&e.to_string());
+    }
+    let config = Config::from_source(&ProcessEnv).unwrap_or_else(|e| fail(&e.to_string()));
+
+    let runtime = tokio::runtime::Runtime::new()
+        .unwrap_or_else(|e| fail(&format!("cannot start the async runtime: {e}")));
+    runtime.block_on(async move {
+        let store = config.open_store().await.unwrap_or_else(|e| fail(&e));
+        let engine = Engine::start(config.engine.clone(), store.object_store())
+            .await
+            .unwrap_or_else(|e| fail(&e.to_string()));
+        tokio::spawn(async move {
+            match store.check().await {
+                Ok(()) => tracing::debug!("archive backend reachable"),
+                Err(error) => tracing::warn!(
+                    %error,
+                    "archive backend not usable yet: lines stay in the spool and archiving retries"
+                ),
+            }
+        });
+        let handler = LogHandler::new(Arc::new(engine));
+        goplugin::serve(ServeConfig {
+            handshake: HANDSHAKE,
+            plugins: vec![(PLUGIN_NAME.to_string(), Arc::new(handler) as Arc<dyn Handler>)],
+            limits: Limits::default(),
+        })
+        .await
+    })
+}
+
+fn fail(message: &str) -> ! {
+    tracing::error!("woodpecker-s3-logs cannot start: {message}");
+    std::process::exit(1);
+}
