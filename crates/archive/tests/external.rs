@@ -66,6 +66,20 @@ async fn seaweedfs_conforms() {
     conforms(&server, "seaweedfs", None).await;
 }
 
+/// Whether SeaweedFS takes the SDK's default trailing checksums (`aws-chunked` uploads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaweedfs_conforms_with_sdk_default_checksums() {
+    let Some(server) = external("SEAWEEDFS") else {
+        return;
+    };
+    conforms(
+        &server,
+        "seaweedfs-checksums",
+        Some(ChecksumMode::WhenSupported),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_refuses_clearly() {
     let Some(server) = external("SEAWEEDFS") else {

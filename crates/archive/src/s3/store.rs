@@ -10,7 +10,7 @@ use aws_config::{BehaviorVersion, ConfigLoader, Region};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, StalledStreamProtectionConfig};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, ServerSideEncryption, StorageClass,
@@ -352,7 +352,7 @@ impl ObjectStore for S3Store {
             StoreError::Transient(format!(
                 "s3://{}/{full_key}: GetObject: reading the body: {}",
                 self.settings.bucket,
-                DisplayErrorContext(&e)
+                error_chain(&e)
             ))
         })?;
         let data = data.into_bytes().to_vec();
@@ -524,7 +524,7 @@ where
         if let Some(creds) = cause.downcast_ref::<CredentialsError>() {
             let text = format!(
                 "{target}: {op}: no usable AWS credentials: {}",
-                DisplayErrorContext(creds)
+                error_chain(creds)
             );
             return match creds {
                 CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_) => {
@@ -542,11 +542,31 @@ where
         SdkError::ConstructionFailure(_) => "cannot build the request",
         _ => "failed",
     };
-    let text = format!("{target}: {op}: {what}: {}", DisplayErrorContext(&err));
+    let text = format!("{target}: {op}: {what}: {}", error_chain(&err));
     match err {
         SdkError::ConstructionFailure(_) => StoreError::Denied(text),
         _ => StoreError::Transient(text),
     }
+}
+
+/// An error and its causes on one line (`a: b: c`), each said once: the SDK's wrappers often
+/// repeat their source's text, and the multi-line chain reports are folded with `; ` so the
+/// admin reads one log line.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e
+            .to_string()
+            .replace(":\n  ", ": ")
+            .replace("\n  ", "; ")
+            .replace('\n', "; ");
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Server trouble and throttling pass; everything else (403 AccessDenied, 404
