@@ -6,15 +6,26 @@ set -uo pipefail
 state="${S3_TEST_DIR:-/tmp/woodpecker-s3-test}"
 [ -d "$state" ] || exit 0
 
+# Running and not a zombie (an exited server whose parent has not reaped it yet counts as
+# stopped).
+alive() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    [ "$(echo "${stat##*) }" | cut -d' ' -f1)" != Z ]
+}
+
 for name in seaweedfs moto; do
     pidfile="$state/$name.pid"
     [ -f "$pidfile" ] || continue
     pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
+    # A stale pid file (e.g. after a reboot) may name someone else's process: only stop a
+    # process that is still the server we started.
+    if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq 'weed|moto'; then
         # Each server was started with setsid: its pid leads a process group of its own.
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
+        # Test data is disposable: no need to wait long for a graceful shutdown.
+        for _ in $(seq 30); do
+            alive "$pid" || break
             sleep 0.1
         done
         kill -KILL -- "-$pid" 2>/dev/null || true
