@@ -35,7 +35,11 @@ impl Config {
             None => Backend::LocalDir(match source.get(ARCHIVE_DIR) {
                 Some(dir) if PathBuf::from(dir.trim()).is_absolute() => PathBuf::from(dir.trim()),
                 Some(dir) => {
-                    return Err(SettingError::new(ARCHIVE_DIR, &dir, "must be an absolute path"));
+                    return Err(SettingError::new(
+                        ARCHIVE_DIR,
+                        &dir,
+                        "must be an absolute path",
+                    ));
                 }
                 None => default_archive_dir(&engine.spool_dir),
             }),
@@ -89,4 +93,3 @@ fn default_archive_dir(spool: &std::path::Path) -> PathBuf {
         .unwrap_or(spool)
         .join("woodpecker-s3-logs-archive")
 }
-

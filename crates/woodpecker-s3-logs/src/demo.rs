@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archive::{ObjectStore, Source};
@@ -13,15 +12,41 @@ use goplugin::{ClientConfig, PluginClient};
 use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
 use logservice::{LogEntry, LogService, Step, StepId};
 
-use crate::config::{ARCHIVE_DIR, Config};
+use crate::config::{ARCHIVE_DIR, Config, LOG_LEVEL_VARS};
 
 /// The pipeline: each step runs real commands on this machine, so the log is real tool
 /// output, not generated text.
 const PIPELINE: &[(&str, &[&str])] = &[
-    ("clone", &["git --version", "git init -q demo-repo && git -C demo-repo status"]),
-    ("toolchain", &["uname -a", "rustc -vV", "cargo --version", "go version", "python3 --version"]),
-    ("build", &["ls -la /usr/bin", "env -i PATH=/usr/bin:/bin sh -c 'command -v ls cat sh'"]),
-    ("test", &["python3 -c \"import sys; [print(f'test_{i} ... ok') for i in range(300)]; print('FAILED: none', file=sys.stderr)\""]),
+    (
+        "clone",
+        &[
+            "git --version",
+            "git init -q demo-repo && git -C demo-repo status",
+        ],
+    ),
+    (
+        "toolchain",
+        &[
+            "uname -a",
+            "rustc -vV",
+            "cargo --version",
+            "go version",
+            "python3 --version",
+        ],
+    ),
+    (
+        "build",
+        &[
+            "ls -la /usr/bin",
+            "env -i PATH=/usr/bin:/bin sh -c 'command -v ls cat sh'",
+        ],
+    ),
+    (
+        "test",
+        &[
+            "python3 -c \"import sys; [print(f'test_{i} ... ok') for i in range(300)]; print('FAILED: none', file=sys.stderr)\"",
+        ],
+    ),
 ];
 
 /// Lines per LogAppend call, about what an agent sends per second for a chatty step.
@@ -32,13 +57,26 @@ pub async fn run() -> Result<(), String> {
     let mut overrides: Vec<(String, String)> = Vec::new();
     let env: HashMap<String, String> = std::env::vars().collect();
     if Source::get(&env, SPOOL_DIR).is_none() {
-        overrides.push((SPOOL_DIR.into(), demo_dir.join("spool").display().to_string()));
+        overrides.push((
+            SPOOL_DIR.into(),
+            demo_dir.join("spool").display().to_string(),
+        ));
     }
     if Source::get(&env, ARCHIVE_DIR).is_none() {
-        overrides.push((ARCHIVE_DIR.into(), demo_dir.join("archive").display().to_string()));
+        overrides.push((
+            ARCHIVE_DIR.into(),
+            demo_dir.join("archive").display().to_string(),
+        ));
     }
     if Source::get(&env, FINALIZE_DELAY).is_none() {
         overrides.push((FINALIZE_DELAY.into(), "1s".into()));
+    }
+    // The addon's info lines would interleave with the report; warnings still show.
+    if LOG_LEVEL_VARS
+        .iter()
+        .all(|var| Source::get(&env, var).is_none())
+    {
+        overrides.push((LOG_LEVEL_VARS[0].into(), "warn".into()));
     }
     let mut effective = env.clone();
     effective.extend(overrides.iter().cloned());
@@ -46,7 +84,10 @@ pub async fn run() -> Result<(), String> {
     let store = config.open_store().await?.object_store();
 
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    println!("launching {} as Woodpecker does (go-plugin net/rpc)…", exe.display());
+    println!(
+        "launching {} as Woodpecker does (go-plugin net/rpc)…",
+        exe.display()
+    );
     let mut client_config = ClientConfig::new(&exe, HANDSHAKE);
     client_config.env = overrides
         .iter()
@@ -78,7 +119,10 @@ pub async fn run() -> Result<(), String> {
         steps.push((step, entries));
     }
 
-    println!("streaming {} steps concurrently in batches of {BATCH} lines…", steps.len());
+    println!(
+        "streaming {} steps concurrently in batches of {BATCH} lines…",
+        steps.len()
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (step, entries) in &steps {
@@ -96,12 +140,20 @@ pub async fn run() -> Result<(), String> {
         }));
     }
     for task in tasks {
-        task.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        task.await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     }
-    println!("  done in {:.0?}; steps finished, archiving after the grace period", started.elapsed());
+    println!(
+        "  done in {:.0?}; steps finished, archiving after the grace period",
+        started.elapsed()
+    );
 
     println!();
-    println!("{:<10} {:>6} {:>12} {:>12} {:>6}  where", "step", "lines", "file store", "archived", "ratio");
+    println!(
+        "{:<10} {:>6} {:>12} {:>12} {:>6}  where",
+        "step", "lines", "file store", "archived", "ratio"
+    );
     let mut all_ok = true;
     for (step, sent) in &steps {
         let id = StepId::of(step).map_err(|e| e.to_string())?;
@@ -128,7 +180,12 @@ pub async fn run() -> Result<(), String> {
     println!();
     println!("archive: {}", store.describe());
     println!("spool:   {}", config.engine.spool_dir.display());
-    println!("read one back: woodpecker-s3-logs get {}  (with the same settings)", base_id);
+    let settings: String = overrides
+        .iter()
+        .filter(|(name, _)| name == SPOOL_DIR || name == ARCHIVE_DIR)
+        .map(|(name, value)| format!("{name}={value} "))
+        .collect();
+    println!("read one back: {settings}{} get {base_id}", exe.display());
     let _ = plugin.kill().await;
     let _ = std::fs::remove_dir_all(&work);
     if all_ok {
@@ -144,7 +201,7 @@ pub async fn run() -> Result<(), String> {
 fn run_step(step: &Step, commands: &[&str], work: &std::path::Path) -> Vec<LogEntry> {
     let started = Instant::now();
     let mut entries = Vec::new();
-    let mut push = |entries: &mut Vec<LogEntry>, data: Vec<u8>, entry_type| {
+    let push = |entries: &mut Vec<LogEntry>, data: Vec<u8>, entry_type| {
         entries.push(LogEntry {
             step_id: step.id,
             time: started.elapsed().as_secs() as i64,
@@ -157,12 +214,25 @@ fn run_step(step: &Step, commands: &[&str], work: &std::path::Path) -> Vec<LogEn
     let mut code = 0;
     for command in commands {
         push(&mut entries, format!("+ {command}").into_bytes(), 0);
-        match Command::new("sh").arg("-c").arg(command).current_dir(work).output() {
+        match Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .current_dir(work)
+            .output()
+        {
             Ok(output) => {
-                for line in output.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                for line in output
+                    .stdout
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                {
                     push(&mut entries, line.to_vec(), 0);
                 }
-                for line in output.stderr.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                for line in output
+                    .stderr
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                {
                     push(&mut entries, line.to_vec(), 1);
                 }
                 code = output.status.code().unwrap_or(1);
@@ -179,7 +249,9 @@ async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, Stri
     loop {
         match store.head(key).await {
             Ok(Some(info)) => return Ok(info.size),
-            Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(None) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Ok(None) => return Err(format!("{key} was not archived within 60 s")),
             Err(e) => return Err(format!("checking {key}: {e}")),
         }
@@ -187,14 +259,20 @@ async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, Stri
 }
 
 fn tempdir_for_commands() -> Result<std::path::PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!("woodpecker-s3-logs-demo-work-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "woodpecker-s3-logs-demo-work-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Ok(dir)
 }
 
 /// Step ids unique per run, so repeated demos never mix with an earlier run's logs.
 fn unique_base_id() -> i64 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1);
     (secs as i64 % 100_000_000) * 100 + 1
 }
 
@@ -205,4 +283,3 @@ fn human(bytes: u64) -> String {
         b => format!("{b} B"),
     }
 }
-

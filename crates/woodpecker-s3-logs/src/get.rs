@@ -36,7 +36,9 @@ pub async fn run(step_id: i64, json: bool) -> Result<(), String> {
         })
     };
     match written.and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("writing the log: {e}")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("writing the log: {e}"))
+        }
         _ => Ok(()),
     }
 }

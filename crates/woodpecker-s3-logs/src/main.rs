@@ -35,9 +35,16 @@ fn main() {
     let Some(command) = cli.command else {
         serve::run();
     };
+    // `get` prints a log on stdout: only warnings and errors belong on stderr then.
+    let level = match command {
+        Cmd::Get { .. } => tracing::Level::WARN,
+        Cmd::Demo => tracing::Level::INFO,
+    };
     tracing_subscriber::fmt()
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {

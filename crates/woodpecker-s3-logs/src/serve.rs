@@ -48,7 +48,10 @@ pub fn run() -> ! {
         let handler = LogHandler::new(Arc::new(engine));
         goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
-            plugins: vec![(PLUGIN_NAME.to_string(), Arc::new(handler) as Arc<dyn Handler>)],
+            plugins: vec![(
+                PLUGIN_NAME.to_string(),
+                Arc::new(handler) as Arc<dyn Handler>,
+            )],
             limits: Limits::default(),
         })
         .await
