@@ -10,14 +10,14 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use logservice::LogEntry;
 use tempfile::NamedTempFile;
 
-use crate::format::{self, ObjectWriter, Record, RecordReader, Summary};
-use crate::spool::read_segment;
+use crate::format::{self, ObjectWriter, RawRecord, Record, RecordReader, Summary};
+use crate::spool::read_segment_raw;
 
 /// A finished object, waiting in the spool's tmp directory (deleted when dropped).
 pub(crate) struct Built {
@@ -26,65 +26,86 @@ pub(crate) struct Built {
     pub summary: Summary,
 }
 
-/// A sorted source of entries.
+/// One record on its way into the object: its line and its bytes, newline included.
+struct Item {
+    line: i64,
+    record: Vec<u8>,
+}
+
+/// A sorted source of records.
 enum Run<'a> {
-    Memory(std::vec::IntoIter<LogEntry>),
-    Stream {
-        reader: RecordReader<Box<dyn io::BufRead + 'a>>,
-        what: String,
-        /// A spilled run's file, removed when the run is dropped.
-        _file: Option<NamedTempFile>,
-    },
+    Memory(std::vec::IntoIter<Item>),
+    /// A run spilled to a temporary file (removed when the run is dropped).
+    Spilled(RecordReader<BufReader<File>>, NamedTempFile),
+    /// The previous object: decoded in full, so a damaged one is caught, not copied.
+    Object(RecordReader<Box<dyn io::BufRead + 'a>>),
+}
+
+fn invalid(text: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, text)
 }
 
 impl Run<'_> {
-    fn next(&mut self) -> io::Result<Option<LogEntry>> {
-        let (reader, what) = match self {
-            Run::Memory(entries) => return Ok(entries.next()),
-            Run::Stream { reader, what, .. } => (reader, what),
-        };
-        let invalid = |text: String| io::Error::new(io::ErrorKind::InvalidData, text);
-        match reader.next_record() {
-            Ok(Record::Entry(entry, _)) => Ok(Some(entry)),
-            Ok(Record::End) => Ok(None),
-            Ok(Record::Torn { offset, .. }) => Err(invalid(format!(
-                "{what} ends inside a record at byte {offset}"
-            ))),
-            Err(e) => Err(invalid(format!("{what}: {e}"))),
+    fn next(&mut self) -> io::Result<Option<Item>> {
+        match self {
+            Run::Memory(items) => Ok(items.next()),
+            Run::Spilled(reader, file) => match reader.next_raw() {
+                Ok(RawRecord::Line(line, bytes)) => Ok(Some(Item {
+                    line,
+                    record: bytes.to_vec(),
+                })),
+                Ok(RawRecord::End) => Ok(None),
+                Ok(RawRecord::Torn { offset, .. }) => Err(invalid(format!(
+                    "sort run {} ends inside a record at byte {offset}",
+                    file.path().display()
+                ))),
+                Err(e) => Err(invalid(format!("sort run {}: {e}", file.path().display()))),
+            },
+            Run::Object(reader) => match reader.next_record() {
+                Ok(Record::Entry(entry, _)) => {
+                    let mut record = Vec::new();
+                    format::encode_record(&entry, &mut record);
+                    Ok(Some(Item {
+                        line: entry.line,
+                        record,
+                    }))
+                }
+                Ok(Record::End) => Ok(None),
+                Ok(Record::Torn { offset, .. }) => Err(invalid(format!(
+                    "the previous archive object ends inside a record at byte {offset}"
+                ))),
+                Err(e) => Err(invalid(format!("the previous archive object: {e}"))),
+            },
         }
     }
 }
 
-/// Rough heap footprint of an entry, for the sort budget.
-fn footprint(entry: &LogEntry) -> usize {
-    std::mem::size_of::<LogEntry>() + entry.data.as_ref().map_or(0, Vec::capacity)
+/// Rough heap footprint of an item, for the sort budget.
+fn footprint(item: &Item) -> usize {
+    std::mem::size_of::<Item>() + item.record.capacity()
 }
 
 /// Sorts by line keeping the first of equal lines (a stable sort keeps write order).
-fn sort_run(mut entries: Vec<LogEntry>) -> Vec<LogEntry> {
-    entries.sort_by_key(|e| e.line);
-    entries.dedup_by_key(|e| e.line);
-    entries
+fn sort_run(mut items: Vec<Item>) -> Vec<Item> {
+    items.sort_by_key(|i| i.line);
+    items.dedup_by_key(|i| i.line);
+    items
 }
 
-fn spill(entries: Vec<LogEntry>, tmp: &Path) -> io::Result<Run<'static>> {
+fn spill(items: Vec<Item>, tmp: &Path) -> io::Result<Run<'static>> {
     let mut file = NamedTempFile::with_prefix_in("run-", tmp)?;
     let mut out = BufWriter::new(file.as_file_mut());
-    let mut buf = Vec::new();
-    for entry in sort_run(entries) {
-        buf.clear();
-        format::encode_record(&entry, &mut buf);
-        out.write_all(&buf)?;
+    for item in sort_run(items) {
+        out.write_all(&item.record)?;
     }
     out.flush()?;
     drop(out);
     let mut reader = file.reopen()?;
     reader.rewind()?;
-    Ok(Run::Stream {
-        reader: RecordReader::sorted(Box::new(BufReader::new(reader))),
-        what: format!("sort run {}", file.path().display()),
-        _file: Some(file),
-    })
+    Ok(Run::Spilled(
+        RecordReader::sorted(BufReader::new(reader)),
+        file,
+    ))
 }
 
 /// Merges `previous` (an object's compressed bytes) and `segments` into a new object in
@@ -99,22 +120,24 @@ pub(crate) fn build(
     let mut runs: Vec<Run> = Vec::new();
     if let Some(bytes) = previous {
         let decoder = zstd::Decoder::new(bytes)?;
-        runs.push(Run::Stream {
-            reader: RecordReader::sorted(Box::new(BufReader::new(decoder))),
-            what: "the previous archive object".into(),
-            _file: None,
-        });
+        runs.push(Run::Object(RecordReader::sorted(Box::new(BufReader::new(
+            decoder,
+        )))));
     }
     let mut chunk = Vec::new();
     let mut chunk_bytes = 0usize;
     let mut spill_error = None;
     for path in segments {
-        read_segment(path, None, |entry| {
+        read_segment_raw(path, |line, record| {
             if spill_error.is_some() {
                 return;
             }
-            chunk_bytes += footprint(&entry);
-            chunk.push(entry);
+            let item = Item {
+                line,
+                record: record.to_vec(),
+            };
+            chunk_bytes += footprint(&item);
+            chunk.push(item);
             if chunk_bytes >= sort_budget {
                 chunk_bytes = 0;
                 match spill(std::mem::take(&mut chunk), tmp) {
@@ -132,12 +155,12 @@ pub(crate) fn build(
     }
 
     // Heap of (line, run index): equal lines pop in run order, i.e. oldest write first.
-    let mut heads: Vec<Option<LogEntry>> = Vec::with_capacity(runs.len());
+    let mut heads: Vec<Option<Item>> = Vec::with_capacity(runs.len());
     let mut heap = BinaryHeap::new();
     for (index, run) in runs.iter_mut().enumerate() {
         let head = run.next()?;
-        if let Some(entry) = &head {
-            heap.push(Reverse((entry.line, index)));
+        if let Some(item) = &head {
+            heap.push(Reverse((item.line, index)));
         }
         heads.push(head);
     }
@@ -149,9 +172,9 @@ pub(crate) fn build(
     let mut writer = ObjectWriter::new(BufWriter::new(file.as_file_mut()), level)?;
     let mut last = None;
     while let Some(Reverse((line, index))) = heap.pop() {
-        let entry = heads[index].take().expect("a queued run has a head");
+        let item = heads[index].take().expect("a queued run has a head");
         if last != Some(line) {
-            writer.push(&entry)?;
+            writer.push_raw(line, &item.record)?;
             last = Some(line);
         }
         if let Some(next) = runs[index].next()? {
@@ -171,6 +194,8 @@ pub(crate) fn build(
 
 #[cfg(test)]
 mod tests {
+    use logservice::LogEntry;
+
     use super::*;
 
     fn entry(line: i64, text: &str) -> LogEntry {

@@ -143,45 +143,93 @@ impl<R: BufRead> RecordReader<R> {
         self.offset
     }
 
-    /// The next record. A record that is not valid JSON is an error that still advances past
-    /// it, so a caller may skip it and continue.
-    pub fn next_record(&mut self) -> Result<Record, RecordError> {
+    /// Reads the next line into `buf`.
+    fn fill(&mut self) -> Result<Filled, RecordError> {
         self.buf.clear();
         let start = self.offset;
         let limit = MAX_RECORD_BYTES as u64 + 1;
         let read = io::Read::take(&mut self.reader, limit).read_until(b'\n', &mut self.buf)?;
         if read == 0 {
-            return Ok(Record::End);
+            return Ok(Filled::End);
         }
         if self.buf.last() != Some(&b'\n') {
             if read as u64 >= limit {
                 return Err(RecordError::TooLong { offset: start });
             }
-            return Ok(Record::Torn {
-                offset: start,
-                len: read as u64,
-            });
+            return Ok(Filled::Torn(start, read as u64));
         }
         self.offset += read as u64;
+        Ok(Filled::Line(start))
+    }
+
+    fn check_order(&mut self, line: i64, offset: u64) -> Result<(), RecordError> {
+        if let Some(previous) = &mut self.sorted {
+            if let Some(prev) = *previous
+                && line <= prev
+            {
+                return Err(RecordError::Unsorted {
+                    offset,
+                    line,
+                    previous: prev,
+                });
+            }
+            *previous = Some(line);
+        }
+        Ok(())
+    }
+
+    /// The next record. A record that is not valid JSON is an error that still advances past
+    /// it, so a caller may skip it and continue.
+    pub fn next_record(&mut self) -> Result<Record, RecordError> {
+        let start = match self.fill()? {
+            Filled::End => return Ok(Record::End),
+            Filled::Torn(offset, len) => return Ok(Record::Torn { offset, len }),
+            Filled::Line(start) => start,
+        };
         let entry: LogEntry =
             serde_json::from_slice(&self.buf).map_err(|source| RecordError::Json {
                 offset: start,
                 source,
             })?;
-        if let Some(previous) = &mut self.sorted {
-            if let Some(prev) = *previous
-                && entry.line <= prev
-            {
-                return Err(RecordError::Unsorted {
-                    offset: start,
-                    line: entry.line,
-                    previous: prev,
-                });
-            }
-            *previous = Some(entry.line);
-        }
+        self.check_order(entry.line, start)?;
         Ok(Record::Entry(entry, self.offset))
     }
+
+    /// The next record as its line number and raw bytes (newline included), without
+    /// decoding `data`: how archive building moves records it wrote itself.
+    pub fn next_raw(&mut self) -> Result<RawRecord<'_>, RecordError> {
+        /// Only the field the merge needs; the rest is scanned, not decoded.
+        #[derive(serde::Deserialize)]
+        struct LineOnly {
+            #[serde(default)]
+            line: i64,
+        }
+        let start = match self.fill()? {
+            Filled::End => return Ok(RawRecord::End),
+            Filled::Torn(offset, len) => return Ok(RawRecord::Torn { offset, len }),
+            Filled::Line(start) => start,
+        };
+        let LineOnly { line } =
+            serde_json::from_slice(&self.buf).map_err(|source| RecordError::Json {
+                offset: start,
+                source,
+            })?;
+        self.check_order(line, start)?;
+        Ok(RawRecord::Line(line, &self.buf))
+    }
+}
+
+enum Filled {
+    Line(u64),
+    Torn(u64, u64),
+    End,
+}
+
+/// [`Record`] without decoding: a line number and the record's bytes.
+pub enum RawRecord<'a> {
+    Line(i64, &'a [u8]),
+    Torn { offset: u64, len: u64 },
+    End,
 }
 
 /// Appends one entry as an NDJSON record to `out`.
@@ -208,21 +256,28 @@ impl<W: Write> ObjectWriter<W> {
 
     /// Adds the next entry; its line must be greater than the previous one.
     pub fn push(&mut self, entry: &LogEntry) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        encode_record(entry, &mut buf);
+        let result = self.push_raw(entry.line, &buf);
+        self.buf = buf;
+        result
+    }
+
+    /// Adds an already encoded record (as [`encode_record`] writes it) of `line`.
+    pub fn push_raw(&mut self, line: i64, record: &[u8]) -> io::Result<()> {
         if let Some(last) = self.summary.last_line
-            && entry.line <= last
+            && line <= last
         {
             return Err(io::Error::other(format!(
-                "archive writer got line {} after line {last}",
-                entry.line
+                "archive writer got line {line} after line {last}"
             )));
         }
-        self.buf.clear();
-        encode_record(entry, &mut self.buf);
-        self.encoder.write_all(&self.buf)?;
+        self.encoder.write_all(record)?;
         self.summary.lines += 1;
-        self.summary.uncompressed_size += self.buf.len() as u64;
-        self.summary.first_line.get_or_insert(entry.line);
-        self.summary.last_line = Some(entry.line);
+        self.summary.uncompressed_size += record.len() as u64;
+        self.summary.first_line.get_or_insert(line);
+        self.summary.last_line = Some(line);
         Ok(())
     }
 

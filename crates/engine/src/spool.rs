@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use logservice::{LogEntry, StepId};
 use lru::LruCache;
 
-use crate::format::{Record, RecordError, RecordReader};
+use crate::format::{RawRecord, Record, RecordError, RecordReader};
 
 pub(crate) struct Spool {
     root: PathBuf,
@@ -344,6 +344,28 @@ pub(crate) fn read_segment(
             Ok(Record::Entry(entry, _)) => visit(entry),
             // Only a write still in flight past `limit`; recovery repaired real tears.
             Ok(Record::End | Record::Torn { .. }) => return Ok(()),
+            Err(RecordError::Json { offset, source }) => {
+                tracing::warn!(file = %path.display(), offset, error = %source,
+                    "skipping an unreadable record in the spool");
+            }
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Like [`read_segment`], without decoding: `visit` gets each record's line and bytes.
+/// Records that are not valid JSON are skipped with a warning.
+pub(crate) fn read_segment_raw(path: &Path, mut visit: impl FnMut(i64, &[u8])) -> io::Result<()> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(context("cannot read spool file", path)(e)),
+    };
+    let mut reader = RecordReader::unsorted(BufReader::new(file));
+    loop {
+        match reader.next_raw() {
+            Ok(RawRecord::Line(line, bytes)) => visit(line, bytes),
+            Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
             Err(RecordError::Json { offset, source }) => {
                 tracing::warn!(file = %path.display(), offset, error = %source,
                     "skipping an unreadable record in the spool");
