@@ -16,7 +16,7 @@ pub const LOG_LEVEL_VARS: [&str; 2] = ["WOODPECKER_LOG_STORE_S3_LOG_LEVEL", "WOO
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
 pub enum Backend {
-    S3(S3Settings),
+    S3(Box<S3Settings>),
     /// The embedded default: a local directory.
     LocalDir(PathBuf),
 }
@@ -31,7 +31,7 @@ impl Config {
     pub fn from_source(source: &impl Source) -> Result<Self, SettingError> {
         let engine = EngineSettings::from_source(source)?;
         let backend = match S3Settings::from_source(source)? {
-            Some(s3) => Backend::S3(s3),
+            Some(s3) => Backend::S3(Box::new(s3)),
             None => Backend::LocalDir(match source.get(ARCHIVE_DIR) {
                 Some(dir) if PathBuf::from(dir.trim()).is_absolute() => PathBuf::from(dir.trim()),
                 Some(dir) => {
@@ -51,7 +51,7 @@ impl Config {
     /// the addon from starting (lines keep landing in the spool).
     pub async fn open_store(&self) -> Result<Store, String> {
         match &self.backend {
-            Backend::S3(settings) => S3Store::connect(settings.clone())
+            Backend::S3(settings) => S3Store::connect((**settings).clone())
                 .await
                 .map(|store| Store::S3(Arc::new(store)))
                 .map_err(|e| format!("cannot set up the S3 client: {e}")),
