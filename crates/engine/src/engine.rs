@@ -637,7 +637,7 @@ impl Inner {
         // their object is stored, so lines missing from the segments read here are in the
         // object read next.
         let inner = self.clone();
-        let (mut lines, maybe_archived) = blocking(move || inner.read_spool(id)).await?;
+        let (lines, maybe_archived) = blocking(move || inner.read_spool(id)).await?;
         let key = format::object_key(&self.settings.key_prefix, id);
         let object = match self.store.get(&key).await {
             Ok(object) => object,
@@ -655,21 +655,7 @@ impl Inner {
                 )));
             }
         };
-        if let Some((bytes, _)) = object {
-            let archived = blocking(move || format::decode_object(&bytes))
-                .await
-                .map_err(|e| {
-                    storage(format!(
-                        "the archived log of step {id} ({key} in {}) is corrupt: {e}",
-                        self.store.describe()
-                    ))
-                })?;
-            // Archived lines were written before anything still in the spool.
-            for entry in archived {
-                lines.insert(entry.line, entry);
-            }
-        }
-        Ok(lines.into_values().collect())
+        merge_archived(&*self.store, id, &key, lines, object).await
     }
 
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
@@ -708,6 +694,84 @@ impl Inner {
         .map_err(|e| storage(format!("cannot delete the staged log of step {id}: {e}")))?;
         deleted
     }
+}
+
+/// The step's log: `archived` (the object's bytes, if any) wins over staged `lines`, which
+/// were all written after it.
+async fn merge_archived(
+    store: &dyn ObjectStore,
+    id: StepId,
+    key: &str,
+    mut lines: BTreeMap<i64, LogEntry>,
+    object: Option<(Vec<u8>, archive::ObjectInfo)>,
+) -> Result<Vec<LogEntry>, LogError> {
+    if let Some((bytes, _)) = object {
+        let archived = blocking(move || format::decode_object(&bytes))
+            .await
+            .map_err(|e| {
+                storage(format!(
+                    "the archived log of step {id} ({key} in {}) is corrupt: {e}",
+                    store.describe()
+                ))
+            })?;
+        for entry in archived {
+            lines.insert(entry.line, entry);
+        }
+    }
+    Ok(lines.into_values().collect())
+}
+
+/// Reads a step's log without starting an engine: for `get` and other tools that run beside
+/// a live addon. It takes no lock and changes nothing (a partial record being written is
+/// skipped), and reads the spool before the archive, like `LogFind`.
+pub async fn read_step_log(
+    settings: &EngineSettings,
+    store: &dyn ObjectStore,
+    id: StepId,
+) -> Result<Vec<LogEntry>, LogError> {
+    let steps = settings.spool_dir.join("steps");
+    let lines = blocking(move || {
+        let mut segments = Vec::new();
+        let listing = match std::fs::read_dir(&steps) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(e),
+        };
+        let prefix = format!("{id}.");
+        for item in listing {
+            let name = item?.file_name();
+            let segment = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|n| n.strip_suffix(".ndjson"))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(segment) = segment {
+                segments.push(segment);
+            }
+        }
+        segments.sort_unstable();
+        let mut lines = BTreeMap::new();
+        for segment in segments {
+            read_segment(
+                &steps.join(format!("{id}.{segment}.ndjson")),
+                None,
+                |entry| {
+                    lines.entry(entry.line).or_insert(entry);
+                },
+            )?;
+        }
+        Ok(lines)
+    })
+    .await
+    .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+    let key = format::object_key(&settings.key_prefix, id);
+    let object = store.get(&key).await.map_err(|e| {
+        storage(format!(
+            "cannot read the archived log of step {id} ({key} in {}): {e}",
+            store.describe()
+        ))
+    })?;
+    merge_archived(store, id, &key, lines, object).await
 }
 
 async fn verify(

@@ -12,7 +12,7 @@ pub mod format;
 mod settings;
 mod spool;
 
-pub use engine::{Engine, EngineStats, StartError};
+pub use engine::{Engine, EngineStats, StartError, read_step_log};
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SPOOL_DIR, SPOOL_SYNC, SyncMode,
