@@ -373,7 +373,10 @@ impl Inner {
             Ok::<_, std::io::Error>(())
         })
         .expect("created on demand")
-        .map_err(|e| storage(format!("cannot stage log lines of step {id}: {e}")))?;
+        .map_err(|e| {
+            tracing::error!(step = %id, error = %e, "cannot stage log lines: they are lost");
+            storage(format!("cannot stage log lines of step {id}: {e}"))
+        })?;
         let c = &self.counters;
         c.appends.fetch_add(1, Ordering::Relaxed);
         c.entries_appended
@@ -857,10 +860,28 @@ impl LogService for Engine {
         let inner = self.inner.clone();
         blocking(move || {
             let mut records = Vec::with_capacity(entries.len() * 96);
+            let mut oversized = Vec::new();
             for entry in &entries {
+                let start = records.len();
                 format::encode_record(entry, &mut records);
+                // Readers refuse records this large (a bound against corrupt files), so one
+                // could never be read back: keep the rest of the batch, report this one.
+                if records.len() - start > format::MAX_RECORD_BYTES {
+                    records.truncate(start);
+                    oversized.push(entry.line);
+                }
             }
-            inner.append(id, &records, entries.len())
+            if !records.is_empty() {
+                inner.append(id, &records, entries.len() - oversized.len())?;
+            }
+            if oversized.is_empty() {
+                Ok(())
+            } else {
+                Err(storage(format!(
+                    "step {id}: dropped line(s) {oversized:?}: a log entry may be at most {} MiB",
+                    format::MAX_RECORD_BYTES >> 20
+                )))
+            }
         })
         .await
     }

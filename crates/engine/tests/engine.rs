@@ -505,3 +505,28 @@ async fn offline_reader_matches_log_find_beside_a_live_engine() {
             .is_empty()
     );
 }
+
+/// An entry too large to ever read back is refused by name; the rest of its batch is kept.
+#[tokio::test]
+async fn oversized_entry_is_refused_the_batch_kept() {
+    let h = Harness::new(|_| {}).await;
+    let huge = LogEntry {
+        line: 1,
+        data: Some(vec![b'x'; engine::format::MAX_RECORD_BYTES]),
+        ..LogEntry::default()
+    };
+    let err = h
+        .engine
+        .log_append(&step(35), vec![entry(35, 0, "a"), huge, entry(35, 2, "c")])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[1]") && err.contains("at most 16 MiB"),
+        "{err}"
+    );
+    assert_eq!(
+        texts(&h.engine.log_find(&step(35)).await.unwrap()),
+        vec![(0, "a".into()), (2, "c".into())]
+    );
+}
