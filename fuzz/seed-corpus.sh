@@ -19,4 +19,9 @@ for line in (golden / "go_streams.txt").read_text().splitlines():
 for name, hexdata in streams.items():
     (out / f"seed-{name}").write_bytes(bytes.fromhex(hexdata))
 print(f"{len(streams)} seeds in {out}")
+# The host-to-plugin request streams also seed the net/rpc server loop.
+rpc = out.parent / "netrpc_serve"
+rpc.mkdir(parents=True, exist_ok=True)
+for name, hexdata in streams.items():
+    (rpc / f"seed-{name}").write_bytes(bytes.fromhex(hexdata))
 PY
