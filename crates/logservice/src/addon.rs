@@ -64,7 +64,8 @@ impl<S: LogService> LogHandler<S> {
             "LogFind" => {
                 let step: Step = parse(method, &json)?;
                 let entries = service.log_find(&step).await.map_err(text)?;
-                serde_json::to_vec(&entries).map_err(|e| format!("LogFind: encoding the reply: {e}"))
+                serde_json::to_vec(&entries)
+                    .map_err(|e| format!("LogFind: encoding the reply: {e}"))
             }
             "LogDelete" => {
                 let step: Step = parse(method, &json)?;

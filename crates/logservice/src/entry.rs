@@ -96,8 +96,16 @@ mod tests {
         let empty: LogEntry = serde_json::from_str(r#"{"line":1,"data":""}"#).unwrap();
         assert_eq!(null.data, None);
         assert_eq!(empty.data, Some(vec![]));
-        assert!(serde_json::to_string(&null).unwrap().contains(r#""data":null"#));
-        assert!(serde_json::to_string(&empty).unwrap().contains(r#""data":"""#));
+        assert!(
+            serde_json::to_string(&null)
+                .unwrap()
+                .contains(r#""data":null"#)
+        );
+        assert!(
+            serde_json::to_string(&empty)
+                .unwrap()
+                .contains(r#""data":"""#)
+        );
     }
 
     #[test]

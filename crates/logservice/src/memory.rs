@@ -104,7 +104,10 @@ mod tests {
     #[tokio::test]
     async fn delete_removes_and_is_idempotent() {
         let store = MemoryStore::new();
-        store.log_append(&step(3), vec![entry(0, "x")]).await.unwrap();
+        store
+            .log_append(&step(3), vec![entry(0, "x")])
+            .await
+            .unwrap();
         store.log_delete(&step(3)).await.unwrap();
         store.log_delete(&step(3)).await.unwrap();
         assert!(store.log_find(&step(3)).await.unwrap().is_empty());

@@ -52,7 +52,8 @@ pub enum LogError {
 /// written winning; `log_append` may receive the same lines twice and batches out of order.
 pub trait LogService: Send + Sync + 'static {
     /// The whole log of a step; `[]` for a step never seen.
-    fn log_find(&self, step: &Step) -> impl Future<Output = Result<Vec<LogEntry>, LogError>> + Send;
+    fn log_find(&self, step: &Step)
+    -> impl Future<Output = Result<Vec<LogEntry>, LogError>> + Send;
 
     /// Stores a batch. Woodpecker only logs an error here, so a store must not fail for
     /// reasons it could have absorbed.
