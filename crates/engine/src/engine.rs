@@ -167,6 +167,16 @@ impl StepState {
     }
 }
 
+/// The wait before retry number `failures`: doubling from `initial`, capped at `max`, with
+/// jitter (half to all of it) so that the steps of an outage do not retry in lockstep.
+fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
+    let base = initial
+        .checked_mul(1u32 << failures.saturating_sub(1).min(20))
+        .unwrap_or(max)
+        .min(max);
+    base.mul_f64(0.5 + fastrand::f64() / 2.0)
+}
+
 /// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
 /// must not take every later call down with it.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -423,16 +433,6 @@ impl Inner {
         Ok((lines, maybe_archived))
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let initial = self.settings.retry_initial;
-        let base = initial
-            .checked_mul(1u32 << failures.saturating_sub(1).min(20))
-            .unwrap_or(self.settings.retry_max)
-            .min(self.settings.retry_max);
-        // Jitter spreads the retries of many steps after an outage.
-        base.mul_f64(0.5 + fastrand::f64() / 2.0)
-    }
-
     /// Starts archive runs of due steps while upload slots are free; forgets idle ones.
     fn schedule(self: &Arc<Self>, jobs: &mut JoinSet<()>) {
         let now = Instant::now();
@@ -495,7 +495,9 @@ impl Inner {
                     state.archived_at = Some(Instant::now());
                 } else {
                     state.failures += 1;
-                    state.retry_at = Some(Instant::now() + self.inner.backoff(state.failures));
+                    let settings = &self.inner.settings;
+                    let delay = backoff(settings.retry_initial, settings.retry_max, state.failures);
+                    state.retry_at = Some(Instant::now() + delay);
                 }
             }
         }
@@ -953,6 +955,18 @@ mod tests {
             state.action(t0 + Duration::from_secs(899), &s),
             Action::Wait
         );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        for (failures, full) in [(1, 1), (2, 2), (3, 4), (9, 256), (10, 300), (5000, 300)] {
+            let full = Duration::from_secs(full);
+            for _ in 0..100 {
+                let delay = backoff(initial, max, failures);
+                assert!(delay >= full / 2 && delay <= full, "{failures}: {delay:?}");
+            }
+        }
     }
 
     #[test]
