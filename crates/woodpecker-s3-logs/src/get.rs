@@ -3,8 +3,7 @@
 use std::io::Write;
 
 use archive::ProcessEnv;
-use engine::Engine;
-use logservice::{LogService, Step, StepId};
+use logservice::StepId;
 
 use crate::config::Config;
 
@@ -12,18 +11,10 @@ pub async fn run(step_id: i64, json: bool) -> Result<(), String> {
     let id = StepId::new(step_id).map_err(|e| e.to_string())?;
     let config = Config::from_source(&ProcessEnv).map_err(|e| e.to_string())?;
     let store = config.open_store().await?;
-    let engine = Engine::start(config.engine.clone(), store.object_store())
+    // Reads beside a running addon: no spool lock, no recovery, nothing changed.
+    let entries = engine::read_step_log(&config.engine, &*store.object_store(), id)
         .await
-        .map_err(|e| format!("{e} (is the addon running on this spool? stop it or run get where it cannot see the spool)"))?;
-    let entries = engine
-        .log_find(&Step {
-            id: id.get(),
-            ..Step::default()
-        })
-        .await
-        .map_err(|e| e.to_string());
-    engine.shutdown().await.map_err(|e| e.to_string())?;
-    let entries = entries?;
+        .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let written = if json {
         serde_json::to_writer(&mut out, &entries)
