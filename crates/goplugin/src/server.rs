@@ -42,7 +42,9 @@ pub enum ConnectionEnd {
     Quit,
 }
 
-/// Runs the plugin until the host is gone, then exits the process; never returns.
+/// Runs the plugin until the host is gone and returns the status the process should exit
+/// with. The caller exits promptly (after flushing its own state): Woodpecker never
+/// reconnects, so a plugin that outlives its connection is an orphan.
 ///
 /// Exit status: 1 without the magic cookie (after go-plugin's message on stderr) or when the
 /// listener cannot be set up or the host never dials; 0 once a served connection has ended or
@@ -54,10 +56,10 @@ pub enum ConnectionEnd {
 /// No `PR_SET_PDEATHSIG`: it fires when the *thread* that forked us exits, and Go forks from
 /// whatever OS thread runs the goroutine, so a live host could kill its plugin. The host's
 /// death is noticed anyway: the kernel closes its end of the socket and the session ends.
-pub async fn serve(config: ServeConfig) -> ! {
+pub async fn serve(config: ServeConfig) -> i32 {
     if !config.handshake.cookie_present() {
         process::write_stderr(format!("{COOKIE_MISMATCH_MESSAGE}\n").as_bytes());
-        std::process::exit(1);
+        return 1;
     }
     let version = config.handshake.protocol_version;
     let (offered, bad) = handshake::parse_protocol_versions(
@@ -83,14 +85,14 @@ pub async fn serve(config: ServeConfig) -> ! {
         Ok(l) => l,
         Err(error) => {
             tracing::error!(%error, "cannot listen for the host");
-            std::process::exit(1);
+            return 1;
         }
     };
     let line = handshake::handshake_line(version, listener.addr());
     if let Err(error) = process::announce(&line).and_then(|()| process::seal_stdio()) {
         tracing::error!(%error, "cannot write the handshake to stdout");
         listener.cleanup();
-        std::process::exit(1);
+        return 1;
     }
     tracing::debug!(addr = %listener.addr(), "plugin listening");
 
@@ -138,7 +140,7 @@ pub async fn serve(config: ServeConfig) -> ! {
         }
     };
     listener.cleanup();
-    std::process::exit(code);
+    code
 }
 
 /// Serves one host connection: yamux server, control stream, stdout/stderr streams, broker

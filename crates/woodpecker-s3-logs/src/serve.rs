@@ -10,6 +10,11 @@ use tracing::level_filters::LevelFilter;
 
 use crate::config::{Config, LOG_LEVEL_VARS};
 
+/// The largest gob message accepted from the host. Woodpecker's agents send batches of at most
+/// 1 MiB of lines (about 1.4 MiB as JSON); the limit bounds what hostile bytes can make the
+/// decoder allocate.
+const MAX_MESSAGE: usize = 64 << 20;
+
 /// Serves Woodpecker until the server goes away; never returns.
 ///
 /// Order matters: the cookie check comes before anything touches the disk or stderr, logging
@@ -45,16 +50,25 @@ pub fn run() -> ! {
                 ),
             }
         });
-        let handler = LogHandler::new(Arc::new(engine));
-        goplugin::serve(ServeConfig {
+        let engine = Arc::new(engine);
+        let code = goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
             plugins: vec![(
                 PLUGIN_NAME.to_string(),
-                Arc::new(handler) as Arc<dyn Handler>,
+                Arc::new(LogHandler::new(engine.clone())) as Arc<dyn Handler>,
             )],
-            limits: Limits::default(),
+            limits: Limits {
+                max_message_len: MAX_MESSAGE,
+                ..Limits::default()
+            },
         })
-        .await
+        .await;
+        // The spool is already in the OS; make it durable before leaving. Archiving that
+        // was under way resumes at the next start.
+        if let Err(error) = engine.flush().await {
+            tracing::error!(%error, "flushing the spool before exit failed");
+        }
+        std::process::exit(code)
     })
 }
 

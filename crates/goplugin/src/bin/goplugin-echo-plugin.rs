@@ -85,12 +85,13 @@ fn main() {
         limits.max_message_len = max;
     }
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
             plugins: vec![("echo".to_string(), Arc::new(Echo) as Arc<dyn Handler>)],
             limits,
         })
         .await
-    })
+    });
+    std::process::exit(code);
 }
