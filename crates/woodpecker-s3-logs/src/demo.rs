@@ -12,7 +12,7 @@ use goplugin::{ClientConfig, PluginClient};
 use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
 use logservice::{LogEntry, LogService, Step, StepId};
 
-use crate::config::{ARCHIVE_DIR, Config, LOG_LEVEL_VARS};
+use crate::config::{ARCHIVE_DIR, Backend, Config, LOG_LEVEL_VARS};
 
 /// The pipeline: each step runs real commands on this machine, so the log is real tool
 /// output, not generated text.
@@ -182,10 +182,20 @@ pub async fn run() -> Result<(), String> {
     println!("spool:   {}", config.engine.spool_dir.display());
     let settings: String = overrides
         .iter()
-        .filter(|(name, _)| name == SPOOL_DIR || name == ARCHIVE_DIR)
+        .filter(|(name, _)| {
+            name == SPOOL_DIR
+                || (name == ARCHIVE_DIR && matches!(config.backend, Backend::LocalDir(_)))
+        })
         .map(|(name, value)| format!("{name}={value} "))
         .collect();
-    println!("read one back: {settings}{} get {base_id}", exe.display());
+    let s3_note = match config.backend {
+        Backend::S3(_) => "  (with your S3 settings exported)",
+        Backend::LocalDir(_) => "",
+    };
+    println!(
+        "read one back: {settings}{} get {base_id}{s3_note}",
+        exe.display()
+    );
     let _ = plugin.kill().await;
     let _ = std::fs::remove_dir_all(&work);
     if all_ok {
