@@ -45,7 +45,7 @@ impl<S: LogService> LogHandler<S> {
         let Value::Bytes(json) = arg else {
             return Err(format!(
                 "{method}: the argument must be JSON in a []byte, got {}",
-                kind(&arg)
+                arg.kind()
             ));
         };
         let service = &self.0;
@@ -98,24 +98,6 @@ fn parse<'a, T: Deserialize<'a>>(method: &str, json: &'a [u8]) -> Result<T, Stri
 
 fn text(error: LogError) -> String {
     error.to_string()
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Bool(_) => "bool",
-        Value::Int(_) => "int",
-        Value::Uint(_) => "uint",
-        Value::Float(_) => "float",
-        Value::Complex(..) => "complex",
-        Value::Bytes(_) => "[]byte",
-        Value::String(_) => "string",
-        Value::Struct(_) => "struct",
-        Value::Slice(_) => "slice",
-        Value::Array(_) => "array",
-        Value::Map(_) => "map",
-        Value::Interface(_) => "interface",
-        Value::Encoded(_) => "encoded value",
-    }
 }
 
 /// The host side: what Woodpecker's `addon.RPC` does, as a [`LogService`], so tests, `demo`
