@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// s3Counter is a reverse proxy on 127.0.0.1 in front of the S3 server that counts every
+// request the addon makes, per object key and per operation, and keeps the size of each
+// stored object (from the upload requests), so that requests per step and bytes at rest
+// can be measured without trusting the addon's own figures.
+//
+// It forwards the request untouched, Host header included, so SigV4 signatures made for
+// the proxy's address still verify at the server (SeaweedFS checks the signed Host).
+type s3Counter struct {
+	bucket string
+	srv    *http.Server
+	URL    string
+
+	mu       sync.Mutex
+	perKey   map[string]int
+	ops      map[string]int
+	sizes    map[string]int64 // stored object sizes by key
+	parts    map[string]int64 // multipart upload id -> bytes uploaded so far
+	failures int              // answers with status >= 400 (retried requests show up here)
+}
+
+func startS3Counter(backend, bucket string) (*s3Counter, error) {
+	target, err := url.Parse(backend)
+	if err != nil {
+		return nil, fmt.Errorf("S3 endpoint %q: %w", backend, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen for the S3 counting proxy: %w", err)
+	}
+	c := &s3Counter{
+		bucket: bucket, URL: "http://" + ln.Addr().String(),
+		perKey: map[string]int{}, ops: map[string]int{}, sizes: map[string]int64{}, parts: map[string]int64{},
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		c.record(resp.Request, resp.StatusCode)
+		return nil
+	}
+	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		c.record(r, http.StatusBadGateway)
+		http.Error(w, err.Error(), http.StatusBadGateway)
+	}
+	c.srv = &http.Server{Handler: proxy}
+	go func() { _ = c.srv.Serve(ln) }()
+	return c, nil
+}
+
+func (c *s3Counter) Close() error {
+	return c.srv.Close()
+}
+
+// op names an S3 request the way the API reference does.
+func op(r *http.Request, key string) string {
+	q := r.URL.Query()
+	switch {
+	case key == "" && r.Method == http.MethodGet:
+		return "ListObjects"
+	case key == "":
+		return r.Method + " bucket"
+	case r.Method == http.MethodPut && q.Has("partNumber"):
+		return "UploadPart"
+	case r.Method == http.MethodPut:
+		return "PutObject"
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		return "CreateMultipartUpload"
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		return "CompleteMultipartUpload"
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		return "AbortMultipartUpload"
+	case r.Method == http.MethodDelete:
+		return "DeleteObject"
+	case r.Method == http.MethodHead:
+		return "HeadObject"
+	case r.Method == http.MethodGet:
+		return "GetObject"
+	}
+	return r.Method
+}
+
+// bodySize is the payload size of an upload: the decoded length when the SDK streams with
+// aws-chunked encoding, else Content-Length.
+func bodySize(r *http.Request) int64 {
+	if v := r.Header.Get("X-Amz-Decoded-Content-Length"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return n
+		}
+	}
+	return r.ContentLength
+}
+
+func (c *s3Counter) record(r *http.Request, status int) {
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	key := strings.TrimPrefix(strings.TrimPrefix(path, c.bucket), "/")
+	name := op(r, key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops[name]++
+	if status >= 400 {
+		c.failures++
+	}
+	if key != "" {
+		c.perKey[key]++
+	}
+	if status >= 300 {
+		return
+	}
+	q := r.URL.Query()
+	switch name {
+	case "PutObject":
+		c.sizes[key] = bodySize(r)
+	case "UploadPart":
+		c.parts[q.Get("uploadId")] += bodySize(r)
+	case "CompleteMultipartUpload":
+		c.sizes[key] = c.parts[q.Get("uploadId")]
+		delete(c.parts, q.Get("uploadId"))
+	case "DeleteObject":
+		delete(c.sizes, key)
+	}
+}
+
+// s3Snapshot is what the proxy saw up to a point.
+type s3Snapshot struct {
+	PerKey   map[string]int `json:"-"`
+	Ops      map[string]int `json:"ops"`
+	Bytes    int64          `json:"bytes_at_rest"`
+	Objects  int            `json:"objects"`
+	Failures int            `json:"failed_requests"`
+}
+
+func (c *s3Counter) snapshot() s3Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := s3Snapshot{PerKey: map[string]int{}, Ops: map[string]int{}, Failures: c.failures, Objects: len(c.sizes)}
+	for k, v := range c.perKey {
+		s.PerKey[k] = v
+	}
+	for k, v := range c.ops {
+		s.Ops[k] = v
+	}
+	for _, v := range c.sizes {
+		s.Bytes += v
+	}
+	return s
+}

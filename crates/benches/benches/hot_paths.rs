@@ -1,0 +1,99 @@
+//! Micro-benchmarks of the addon's hot paths, on real corpus text:
+//!
+//! * `gob_decode/log_append_1MiB`: the net/rpc server's reader on the bytes of one full
+//!   agent batch (`goplugin::netrpc::read_requests`, the same reader the server loop runs);
+//! * `entry_parsing/log_append_1MiB`: `LogHandler` parsing that request's JSON into entries
+//!   and handing them to a store that keeps nothing, i.e. the plugin side minus storage;
+//! * `archive_encode/100k_lines`: `engine::format::ObjectWriter` at the default zstd level;
+//! * `find_reply/100k_lines`: the JSON of a 100k-line `LogFind` answer.
+//!
+//! Run with `CARGO_TARGET_DIR=/work/target-bench cargo bench -p benches` after
+//! `bench/corpus.sh`. Throughput is reported per byte of the input each path reads.
+
+use std::sync::Arc;
+
+use benches::{agent_batch, append_json, corpus_lines, entries, rpc_request, step};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use engine::format::ObjectWriter;
+use goplugin::netrpc::read_requests;
+use goplugin::{Handler, Limits, Value};
+use logservice::addon::LogHandler;
+use logservice::{LogEntry, LogError, LogService, Step};
+
+/// A store that drops what it gets, so that only the protocol binding is measured.
+struct Discard;
+
+impl LogService for Discard {
+    async fn log_find(&self, _: &Step) -> Result<Vec<LogEntry>, LogError> {
+        Ok(Vec::new())
+    }
+    async fn log_append(&self, _: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
+        std::hint::black_box(entries);
+        Ok(())
+    }
+    async fn log_delete(&self, _: &Step) -> Result<(), LogError> {
+        Ok(())
+    }
+    async fn step_finished(&self, _: &Step) {}
+}
+
+fn hot_paths(c: &mut Criterion) {
+    let lines = corpus_lines();
+    let step = step(4242);
+    let batch = agent_batch(&lines, step.id);
+    let json = append_json(&step, &batch);
+    let request = rpc_request("Plugin.LogAppend", 7, json.clone());
+
+    let mut g = c.benchmark_group("gob_decode");
+    g.throughput(Throughput::Bytes(request.len() as u64));
+    g.bench_function("log_append_1MiB", |b| {
+        b.iter(|| {
+            let (requests, error) = read_requests(&request, Limits::default());
+            assert!(error.is_none() && requests.len() == 1);
+            requests
+        })
+    });
+    g.finish();
+
+    let handler = LogHandler::new(Arc::new(Discard));
+    let mut g = c.benchmark_group("entry_parsing");
+    g.throughput(Throughput::Bytes(json.len() as u64));
+    g.bench_function("log_append_1MiB", |b| {
+        b.iter_batched(
+            || Value::Bytes(json.clone()),
+            |arg| futures::executor::block_on(handler.call("LogAppend", arg)).expect("parses"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    let many = entries(&lines, step.id, 100_000);
+    let raw: u64 = many
+        .iter()
+        .map(|e| e.data.as_ref().map_or(0, Vec::len) as u64)
+        .sum();
+    let mut g = c.benchmark_group("archive_encode");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(raw));
+    g.bench_function("100k_lines", |b| {
+        b.iter(|| {
+            let mut w = ObjectWriter::new(Vec::new(), 3).expect("zstd encoder");
+            for e in &many {
+                w.push(e).expect("in order");
+            }
+            w.finish().expect("finish").0
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("find_reply");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(raw));
+    g.bench_function("100k_lines", |b| {
+        b.iter(|| serde_json::to_vec(&many).expect("serializes"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
