@@ -1,0 +1,92 @@
+//! The binary as admins and Woodpecker meet it: configuration errors at start, `get`.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_woodpecker-s3-logs");
+const COOKIE: (&str, &str) = (
+    "WOODPECKER_LOG_ADDON_PLUGIN",
+    "woodpecker-plugin-magic-cookie-value",
+);
+
+fn addon(env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir.path())
+        .env("WOODPECKER_LOG_STORE_S3_SPOOL_DIR", &spool)
+        .env(COOKIE.0, COOKIE.1)
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+/// Every stderr line, parsed as the hclog JSON the host expects.
+fn hclog_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not hclog JSON ({e}): {line}"));
+            for key in ["@level", "@message", "@timestamp"] {
+                assert!(value[key].is_string(), "{key} must be a string: {line}");
+            }
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
+    for (variable, value) in [
+        ("WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT", "5"),
+        ("WOODPECKER_LOG_STORE_S3_PATH_STYLE", "maybe"),
+        ("WOODPECKER_LOG_STORE_S3_SPOOL_SYNC", "sometimes"),
+        ("WOODPECKER_LOG_STORE_S3_COMPRESSION_LEVEL", "99"),
+        ("WOODPECKER_LOG_STORE_S3_LOG_LEVEL", "loud"),
+    ] {
+        let mut env = vec![(variable, value)];
+        if variable == "WOODPECKER_LOG_STORE_S3_PATH_STYLE" {
+            env.push(("WOODPECKER_LOG_STORE_S3_BUCKET", "logs"));
+        }
+        let output = addon(&env);
+        assert_eq!(output.status.code(), Some(1), "{variable}={value}");
+        assert!(output.stdout.is_empty(), "no handshake may be printed");
+        let errors: Vec<_> = hclog_lines(&output)
+            .into_iter()
+            .filter(|line| line["@level"] == "error")
+            .collect();
+        assert_eq!(errors.len(), 1, "{variable}: {errors:?}");
+        let message = errors[0]["@message"].as_str().unwrap();
+        assert!(message.contains(variable), "{message}");
+    }
+}
+
+#[test]
+fn without_the_cookie_it_refuses_like_go_plugin() {
+    let output = Command::new(BIN)
+        .env_remove(COOKIE.0)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("This binary is a plugin"));
+}
+
+#[test]
+fn get_refuses_invalid_step_ids() {
+    for id in ["0", "-3"] {
+        let output = Command::new(BIN).args(["get", "--", id]).output().unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("not a valid Woodpecker step id"),
+            "{stderr}"
+        );
+    }
+}
