@@ -17,7 +17,7 @@ func TestBadCallsGetRPCErrors(t *testing.T) {
 	var served []*woodpecker.LogEntry
 	cases := []struct {
 		name, method string
-		args         []byte
+		args         any
 	}{
 		{"malformed JSON to LogFind", "Plugin.LogFind", []byte(`{"id":`)},
 		{"malformed JSON to LogAppend", "Plugin.LogAppend", []byte(`{"step":{"id":5},"log_entries":[`)},
@@ -31,6 +31,8 @@ func TestBadCallsGetRPCErrors(t *testing.T) {
 		{"unknown service", "Store.LogFind", []byte(`{"id":5}`)},
 		{"no dot", "LogFind", []byte(`{"id":5}`)},
 		{"empty method", "", []byte(`{"id":5}`)},
+		{"gob string instead of []byte", "Plugin.LogFind", `{"id":5}`},
+		{"gob bool instead of []byte", "Plugin.LogAppend", true},
 	}
 	for i, c := range cases {
 		var reply []byte
