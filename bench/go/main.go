@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +41,7 @@ type scale struct {
 }
 
 var (
-	fullScale  = scale{StreamSteps: 96, PacedSeconds: 30, FindSizes: []int{1000, 100000, 1000000}, RunningLines: 100000, ManyStepLines: 1000000, ManySteps: []int{32, 1000}}
+	fullScale  = scale{StreamSteps: 64, PacedSeconds: 30, FindSizes: []int{1000, 100000, 1000000}, RunningLines: 100000, ManyStepLines: 1000000, ManySteps: []int{32, 1000}}
 	quickScale = scale{StreamSteps: 16, PacedSeconds: 8, FindSizes: []int{1000, 100000}, RunningLines: 10000, ManyStepLines: 200000, ManySteps: []int{32, 1000}}
 )
 
@@ -54,16 +55,21 @@ func main() {
 	out := flag.String("out", "results.json", "where to write the results")
 	work := flag.String("work", "", "scratch directory (default: a new temporary directory, removed at the end)")
 	quick := flag.Bool("quick", false, "smaller workload (under 3 minutes)")
+	extraEnv := flag.String("addon-env", "", "extra KEY=VALUE settings for the addon, comma-separated (for experiments)")
+	only := flag.String("stores", "", "comma-separated subset of file,sqlite,addon-local,addon-s3 (for profiling; the report needs all)")
 	var s3 s3Config
 	flag.StringVar(&s3.Endpoint, "s3-endpoint", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_ENDPOINT"), "S3 endpoint (empty: skip the S3 run)")
 	flag.StringVar(&s3.Bucket, "s3-bucket", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_BUCKET"), "S3 bucket")
 	flag.StringVar(&s3.AccessKey, "s3-access-key", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_ACCESS_KEY"), "S3 access key")
 	flag.StringVar(&s3.SecretKey, "s3-secret-key", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_SECRET_KEY"), "S3 secret key")
 	flag.Parse()
+	if *extraEnv != "" {
+		addonEnv = append(addonEnv, strings.Split(*extraEnv, ",")...)
+	}
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("logbench: ")
 
-	if err := run(*bin, *corpusDir, *out, *work, *quick, s3); err != nil {
+	if err := run(*bin, *corpusDir, *out, *work, *quick, *only, s3); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -86,7 +92,7 @@ type corpusInfo struct {
 	Bytes int64    `json:"bytes"`
 }
 
-func run(bin, corpusDir, out, work string, quick bool, s3 s3Config) error {
+func run(bin, corpusDir, out, work string, quick bool, only string, s3 s3Config) error {
 	start := time.Now()
 	sc := fullScale
 	if quick {
@@ -125,6 +131,9 @@ func run(bin, corpusDir, out, work string, quick bool, s3 s3Config) error {
 		kinds = append(kinds, "addon-s3")
 	} else {
 		log.Printf("no S3 endpoint given: skipping the S3 run")
+	}
+	if only != "" {
+		kinds = strings.Split(only, ",")
 	}
 	for _, kind := range kinds {
 		r, err := runStore(kind, filepath.Join(work, kind), bin, c, plan, sc, s3)
@@ -179,7 +188,7 @@ type s3Result struct {
 	BucketRequests   int            `json:"bucket_level_requests"`
 	StreamOps        map[string]int `json:"stream_and_archive_ops"`
 	FindAndDeleteOps map[string]int `json:"find_and_delete_ops"`
-	Failed           int            `json:"failed_requests"`
+	Failed           map[string]int `json:"failed_requests"`
 }
 
 // instance is one store under test with what is needed to measure it.
@@ -420,10 +429,15 @@ func objectKey(id int64) string {
 }
 
 type findResult struct {
-	Lines  int     `json:"lines"`
-	Reps   int     `json:"reps"`
-	Median float64 `json:"median_ms"`
-	Min    float64 `json:"min_ms"`
+	Lines int `json:"lines"`
+	// Addon peak RSS before the first LogFind of the step (after filling and archiving it)
+	// and after the last: what LogFind itself adds to the high-water mark.
+	PeakBeforeKiB int64   `json:"peak_rss_before_kib,omitempty"`
+	PeakAfterKiB  int64   `json:"peak_rss_after_kib,omitempty"`
+	AnswerBytes   int     `json:"answer_bytes,omitempty"`
+	Reps          int     `json:"reps"`
+	Median        float64 `json:"median_ms"`
+	Min           float64 `json:"min_ms"`
 }
 
 // finds measures LogFind of finished steps of every size and of a running step.
@@ -456,6 +470,13 @@ func finds(in *instance, c *corpus, sc scale, r *storeResult) error {
 			}
 		}
 		reps := max(3, min(20, 200_000/j.lines))
+		var before int64
+		if in.pid != 0 {
+			var err error
+			if before, err = procMemKiB(in.pid, "VmHWM"); err != nil {
+				return err
+			}
+		}
 		var ds []time.Duration
 		for range reps {
 			t := time.Now()
@@ -469,17 +490,20 @@ func finds(in *instance, c *corpus, sc scale, r *storeResult) error {
 			}
 		}
 		s := stats(ds)
-		r.Find[j.name] = &findResult{Lines: j.lines, Reps: reps, Median: s.P50Ms, Min: s.MinMs}
+		fr := &findResult{Lines: j.lines, Reps: reps, Median: s.P50Ms, Min: s.MinMs, PeakBeforeKiB: before}
+		r.Find[j.name] = fr
 		if in.addon != nil {
 			raw, err := json.Marshal(step)
 			if err != nil {
 				return err
 			}
-			size, err := findRawSize(in.addon.RPC, step, raw)
-			if err != nil {
+			if fr.AnswerBytes, err = findRawSize(in.addon.RPC, step, raw); err != nil {
 				return err
 			}
-			r.FindAnswerMax = max(r.FindAnswerMax, size)
+			r.FindAnswerMax = max(r.FindAnswerMax, fr.AnswerBytes)
+			if fr.PeakAfterKiB, err = procMemKiB(in.pid, "VmHWM"); err != nil {
+				return err
+			}
 		}
 		if err := in.t.Delete(step); err != nil {
 			return fmt.Errorf("LogDelete of step %d: %w", id, err)

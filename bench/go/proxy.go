@@ -28,7 +28,7 @@ type s3Counter struct {
 	ops      map[string]int
 	sizes    map[string]int64 // stored object sizes by key
 	parts    map[string]int64 // multipart upload id -> bytes uploaded so far
-	failures int              // answers with status >= 400 (retried requests show up here)
+	failures map[string]int   // "<op> <status>" of answers >= 400 (expected 404s and retries)
 }
 
 func startS3Counter(backend, bucket string) (*s3Counter, error) {
@@ -42,7 +42,7 @@ func startS3Counter(backend, bucket string) (*s3Counter, error) {
 	}
 	c := &s3Counter{
 		bucket: bucket, URL: "http://" + ln.Addr().String(),
-		perKey: map[string]int{}, ops: map[string]int{}, sizes: map[string]int64{}, parts: map[string]int64{},
+		perKey: map[string]int{}, ops: map[string]int{}, failures: map[string]int{}, sizes: map[string]int64{}, parts: map[string]int64{},
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.ModifyResponse = func(resp *http.Response) error {
@@ -109,7 +109,7 @@ func (c *s3Counter) record(r *http.Request, status int) {
 	defer c.mu.Unlock()
 	c.ops[name]++
 	if status >= 400 {
-		c.failures++
+		c.failures[fmt.Sprintf("%s %d", name, status)]++
 	}
 	if key != "" {
 		c.perKey[key]++
@@ -137,13 +137,16 @@ type s3Snapshot struct {
 	Ops      map[string]int `json:"ops"`
 	Bytes    int64          `json:"bytes_at_rest"`
 	Objects  int            `json:"objects"`
-	Failures int            `json:"failed_requests"`
+	Failures map[string]int `json:"failed_requests"`
 }
 
 func (c *s3Counter) snapshot() s3Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := s3Snapshot{PerKey: map[string]int{}, Ops: map[string]int{}, Failures: c.failures, Objects: len(c.sizes)}
+	s := s3Snapshot{PerKey: map[string]int{}, Ops: map[string]int{}, Failures: map[string]int{}, Objects: len(c.sizes)}
+	for k, v := range c.failures {
+		s.Failures[k] = v
+	}
 	for k, v := range c.perKey {
 		s.PerKey[k] = v
 	}
