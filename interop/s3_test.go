@@ -164,10 +164,21 @@ func TestS3Outage(t *testing.T) {
 		}
 		time.Sleep(5 * time.Second)
 	}
+	// The already archived step lives only in the unreachable bucket: its LogFind must come
+	// back promptly as an RPC error naming the endpoint, not hang or take the addon down.
+	asked := time.Now()
+	if _, err := a.svc.LogFind(before); err == nil || !strings.Contains(err.Error(), proxy.URL[len("http://"):]) {
+		t.Errorf("LogFind of an archived step during the outage: %v, want an error naming the endpoint", err)
+	} else if took := time.Since(asked); took > 20*time.Second {
+		t.Errorf("LogFind of an archived step during the outage took %v", took)
+	} else {
+		t.Logf("LogFind of an archived step during the outage (%v): %v", took.Round(time.Millisecond), err)
+	}
 	if warns := stderrLevels(a.stderr.String(), "warn"); len(warns) == 0 {
 		t.Errorf("no warning logged during a 60 s S3 outage; stderr:\n%s", tail(a.stderr.String()))
 	} else {
 		t.Logf("%d warnings during the outage, the first: %s", len(warns), warns[0])
+		t.Logf("the last: %s", warns[len(warns)-1])
 	}
 	if err := proxy.Up(); err != nil {
 		t.Fatal(err)
