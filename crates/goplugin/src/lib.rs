@@ -38,7 +38,7 @@
 //!     let level = hclog::level_from_env(&["MY_LOG_LEVEL"], hclog::LevelFilter::INFO)
 //!         .unwrap_or(hclog::LevelFilter::INFO);
 //!     let _ = hclog::init(level);
-//!     goplugin::serve(ServeConfig {
+//!     let code = goplugin::serve(ServeConfig {
 //!         handshake: HandshakeConfig {
 //!             protocol_version: 1,
 //!             magic_cookie_key: "MY_PLUGIN",
@@ -47,7 +47,8 @@
 //!         plugins: vec![("log".into(), Arc::new(Log) as Arc<dyn Handler>)],
 //!         limits: Limits::default(),
 //!     })
-//!     .await
+//!     .await;
+//!     std::process::exit(code);
 //! }
 //! ```
 

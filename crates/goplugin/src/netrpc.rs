@@ -120,6 +120,35 @@ impl<R: AsyncRead + Unpin> GobReader<R> {
         }
     }
 
+    /// Skips the message at the read position whatever its size, without buffering it: how a
+    /// request body over the limit is passed over so the stream stays in step.
+    async fn skip_message(&mut self) -> Result<(), ReadError> {
+        let avail = &self.buf[self.pos..];
+        let Some((prefix, len)) = gob::message_len(avail, usize::MAX)? else {
+            return Err(ReadError::UnexpectedEof);
+        };
+        let mut left = (prefix + len) as u64;
+        let buffered = (avail.len() as u64).min(left);
+        self.pos += buffered as usize;
+        left -= buffered;
+        let mut scratch = vec![0u8; 64 * 1024];
+        while left > 0 {
+            let want = scratch
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = self.reader.read(&mut scratch[..want]).await?;
+            if n == 0 {
+                return Err(ReadError::UnexpectedEof);
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn into_inner(self) -> R {
+        self.reader
+    }
+
     /// Reads until a whole message is buffered; returns its payload range in `buf`.
     async fn next_message(&mut self) -> Result<Option<(usize, usize)>, ReadError> {
         // Drop consumed bytes once they dominate the buffer, keeping copies amortised.
@@ -207,10 +236,12 @@ struct Reply {
 /// Serves net/rpc on one stream until the peer closes it, the stream breaks, or it sends
 /// bytes that are not a valid request.
 ///
-/// On invalid bytes (bad gob, a message over the limit, a header that is not a `Request`)
-/// this does what Go's `ServeCodec` does: stop reading, let the calls already running
-/// finish and answer, then close the stream. The gob state of a stream is unrecoverable after
-/// a decode error, so there is no way to keep serving it; other streams are not affected.
+/// A request body over the size limit is skipped unread and answered with an RPC error; the
+/// stream goes on. On invalid bytes (bad gob, a header over the limit, a header that is not
+/// a `Request`) this does what Go's `ServeCodec` does: stop reading, let the calls already
+/// running finish and answer, then close the stream. The gob state of a stream is
+/// unrecoverable after a decode error, so there is no way to keep serving it; other streams
+/// are not affected.
 pub async fn serve<S>(stream: S, router: Arc<Router>, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -222,8 +253,8 @@ where
     loop {
         match read_request(&mut reader).await {
             Ok(None) => break,
-            Ok(Some((service_method, seq, arg))) => match router.resolve(&service_method) {
-                Err(error) => {
+            Ok(Some((service_method, seq, arg))) => match (router.resolve(&service_method), arg) {
+                (Err(error), _) | (Ok(_), Err(error)) => {
                     tracing::debug!(%service_method, seq, %error, "rpc call refused");
                     let _ = tx.send(Reply {
                         seq,
@@ -231,7 +262,7 @@ where
                         result: Err(error),
                     });
                 }
-                Ok((handler, method)) => {
+                (Ok((handler, method)), Ok(arg)) => {
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let call = AssertUnwindSafe(handler.call(&method, arg)).catch_unwind();
@@ -251,7 +282,15 @@ where
             },
             Err(error) => {
                 tracing::warn!(%error, "closing an rpc stream after unreadable input");
-                break;
+                // Close our side so the peer's client fails its calls instead of waiting,
+                // and keep draining its side: a peer blocked on flow control in the middle
+                // of a write would otherwise hang forever (a Go net/rpc client holds its
+                // send lock while writing, so every later call would hang behind it).
+                drop(tx);
+                let (mut rest, mut sink) = (reader.into_inner(), tokio::io::sink());
+                let drain = tokio::io::copy(&mut rest, &mut sink);
+                let _ = tokio::join!(writer, drain);
+                return;
             }
         }
     }
@@ -259,8 +298,9 @@ where
     let _ = writer.await;
 }
 
-/// A request as the server reads it: `ServiceMethod`, `Seq` and the decoded body.
-pub type Request = (String, u64, Value);
+/// A request as the server reads it: `ServiceMethod`, `Seq` and the decoded body, or why the
+/// body was refused unread (it was over the size limit).
+pub type Request = (String, u64, Result<Value, String>);
 
 /// Reads every request in `data` with the server's own reader, stopping at the first error:
 /// the net/rpc reader on a plain byte slice, for fuzzing and golden tests. Never panics and
@@ -287,7 +327,17 @@ async fn read_request<R: AsyncRead + Unpin>(
         return Ok(None);
     };
     let (service_method, seq, _) = header_fields(&header)?;
-    let body = reader.read_value().await?.ok_or(ReadError::UnexpectedEof)?;
+    let body = match reader.read_value().await {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => return Err(ReadError::UnexpectedEof),
+        Err(ReadError::Gob(gob::Error::MessageTooLong { len, limit })) => {
+            reader.skip_message().await?;
+            Err(format!(
+                "{service_method}: the request of {len} bytes is over the plugin's limit of {limit} bytes"
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     Ok(Some((service_method, seq, body)))
 }
 
@@ -526,8 +576,8 @@ mod tests {
         assert_eq!(
             requests,
             vec![
-                ("Plugin.LogFind".to_string(), 0, body.clone()),
-                ("Plugin.LogFind".to_string(), 1, body)
+                ("Plugin.LogFind".to_string(), 0, Ok(body.clone())),
+                ("Plugin.LogFind".to_string(), 1, Ok(body))
             ]
         );
         // Every truncation is an error or a clean prefix, never a panic or a wrong request.

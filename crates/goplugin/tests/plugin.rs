@@ -321,9 +321,26 @@ async fn hostile_bytes_close_only_their_stream() {
     let client = PluginClient::start(cfg).await.unwrap();
     let good = client.dispense("echo").await.unwrap();
 
-    // A message over the plugin's limit ends that broker stream: the call fails…
+    // A body over the plugin's limit is skipped unread and refused with an RPC error; the
+    // stream goes on. 1 MiB is four yamux windows, so a plugin that stopped reading would
+    // leave this write hanging.
+    let big = client.dispense("echo").await.unwrap();
+    let r = big.call("Plugin.Echo", bytes(&vec![7u8; 1 << 20])).await;
+    assert!(
+        matches!(&r, Err(CallError::Server(m)) if m.contains("over the plugin's limit")),
+        "{r:?}"
+    );
+    assert_eq!(
+        big.call("Plugin.Echo", bytes(b"again")).await,
+        Ok(bytes(b"again"))
+    );
+
+    // A header over the limit cannot be answered (its Seq is unknown): the stream is closed
+    // and the call fails instead of hanging…
     let victim = client.dispense("echo").await.unwrap();
-    let r = victim.call("Plugin.Echo", bytes(&[7u8; 8192])).await;
+    let r = victim
+        .call(&format!("Plugin.{}", "E".repeat(8192)), bytes(b"x"))
+        .await;
     assert!(matches!(r, Err(CallError::Shutdown(_))), "{r:?}");
 
     // …garbage on a raw broker stream is dropped the same way…
