@@ -116,6 +116,7 @@ def tables(r):
     row("append, paced 32 steps: lines/s", lambda s: f"{s['paced']['lines_per_second']:,.0f}")
     row("append, paced: p50 / p99", lambda s: f"{fmt_ms(s['paced']['p50_ms'])} / {fmt_ms(s['paced']['p99_ms'])}")
     row("append, paced: p99.9 / max", lambda s: f"{fmt_ms(s['paced']['p999_ms'])} / {fmt_ms(s['paced']['max_ms'])}")
+    row("failed appends, saturated / paced (lines lost)", lambda s: f"{s['stream']['errors']} / {s['paced']['errors']}")
     row("paced batches that missed their slot", lambda s: f"{s['paced']['late_batches']} of {s['paced']['calls']}")
     row("archive drain after the last StepFinished", lambda s: f"{s['archive_drain_seconds']:.2f} s" if s["name"] in ADDONS else "–")
     for key in list(stores[0]["find"].keys()):

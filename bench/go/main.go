@@ -316,8 +316,10 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 		r.CPUWho = "addon process"
 	}
 	r.Stream = stream(in.t, c, plan)
+	// A failed append is a lost batch (Woodpecker only logs it): reported, not fatal, since
+	// it is a property of the store under this load (SQLite answers "database is locked").
 	if r.Stream.Errors > 0 {
-		return nil, fmt.Errorf("%d appends failed, first: %s", r.Stream.Errors, r.Stream.FirstError)
+		log.Printf("%s: %d appends failed, first: %s", kind, r.Stream.Errors, r.Stream.FirstError)
 	}
 	t0 := time.Now()
 	if err := in.drained(5 * time.Minute); err != nil {
@@ -354,7 +356,7 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 	var pacedIDs []int64
 	r.Paced, pacedIDs = paced(in.t, c, time.Duration(sc.PacedSeconds)*time.Second)
 	if r.Paced.Errors > 0 {
-		return nil, fmt.Errorf("%d paced appends failed, first: %s", r.Paced.Errors, r.Paced.FirstError)
+		log.Printf("%s: %d paced appends failed, first: %s", kind, r.Paced.Errors, r.Paced.FirstError)
 	}
 	if err := in.drained(5 * time.Minute); err != nil {
 		return nil, err

@@ -30,12 +30,21 @@ pub fn corpus_dir() -> PathBuf {
 pub fn corpus_lines() -> Vec<Vec<u8>> {
     let dir = corpus_dir();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("corpus directory {}: {e} (run bench/corpus.sh)", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "corpus directory {}: {e} (run bench/corpus.sh)",
+                dir.display()
+            )
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no *.log in {} (run bench/corpus.sh)", dir.display());
+    assert!(
+        !files.is_empty(),
+        "no *.log in {} (run bench/corpus.sh)",
+        dir.display()
+    );
     let mut lines = Vec::new();
     for f in files {
         let raw = std::fs::read(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
