@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/rpc"
@@ -78,6 +79,16 @@ func TestS3ArchiveSeaweedFS(t *testing.T) {
 		float64(total)/steps, steps, archiveOps, steps, findOps)
 	t.Logf("FIGURE archive time (StepFinished → object visible, incl. 200ms finalize delay, %d lines): %v per step",
 		perStep+6, (archiveTime / steps).Round(time.Millisecond))
+	var elapsed []float64
+	for _, line := range stderrLevels(a.stderr.String(), "info") {
+		var fields map[string]any
+		if json.Unmarshal([]byte(line), &fields) == nil && fields["@message"] == "archived step log" {
+			if ms, ok := fields["elapsed_ms"].(float64); ok {
+				elapsed = append(elapsed, ms)
+			}
+		}
+	}
+	t.Logf("FIGURE archive run as the addon logs it (read previous, compress, upload, verify), ms per step: %v", elapsed)
 	t.Logf("FIGURE bytes at rest: %d in S3 vs %d Woodpecker file-store NDJSON (%.1fx smaller); archive NDJSON %d",
 		stored, sent, float64(sent)/float64(stored), ndjson)
 	if archiveOps["PutObject"]+archiveOps["CompleteMultipartUpload"] != steps {
