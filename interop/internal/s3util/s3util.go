@@ -157,13 +157,13 @@ func ReadArchive(ctx context.Context, c *minio.Client, bucket, key string) (*Arc
 		return nil, fmt.Errorf("%s: %d bytes are no zstd frame: %w", key, len(body), err)
 	}
 	a := &Archive{Info: info, Compressed: int64(len(body)), NDJSON: ndjson}
-	if len(ndjson) > 0 && ndjson[len(ndjson)-1] != '\n' {
+	if len(ndjson) == 0 {
+		return a, nil
+	}
+	if ndjson[len(ndjson)-1] != '\n' {
 		return nil, fmt.Errorf("%s: NDJSON does not end in a newline", key)
 	}
-	for i, line := range bytes.Split(bytes.TrimSuffix(ndjson, []byte("\n")), []byte("\n")) {
-		if len(ndjson) == 0 {
-			break
-		}
+	for i, line := range bytes.Split(ndjson[:len(ndjson)-1], []byte("\n")) {
 		var e woodpecker.LogEntry
 		d := json.NewDecoder(bytes.NewReader(line))
 		d.DisallowUnknownFields()
