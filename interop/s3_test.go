@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/rpc"
 	"os"
@@ -488,4 +489,43 @@ func TestS3UnreachableBucketAtStart(t *testing.T) {
 	more := buildLog(step, 40, 5)
 	appendBatches(t, a, step, more, 5)
 	assertLog(t, a, step, append(want, more...))
+}
+
+// TestS3MultipartArchive archives a log whose compressed size exceeds PART_SIZE (5 MiB,
+// the S3 minimum) on SeaweedFS and on moto: the upload goes in parts through the counting
+// proxy and the object reads back whole.
+func TestS3MultipartArchive(t *testing.T) {
+	for _, server := range []string{"SEAWEEDFS", "MOTO"} {
+		t.Run(server, func(t *testing.T) {
+			f := needS3(t, server)
+			proxy, err := s3util.StartProxy(f.srv.Endpoint)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			dir := t.TempDir()
+			a := startAddonIn(t, dir, f.env(proxy.URL, append(s3Settings, "WOODPECKER_LOG_STORE_S3_PART_SIZE=5MiB")...)...)
+			step := newStep()
+			// 8 MiB of incompressible bytes: about 8 MiB compressed, two parts.
+			rng := rand.New(rand.NewPCG(uint64(step.ID), 1))
+			want := make([]*woodpecker.LogEntry, 8192)
+			for line := range want {
+				data := make([]byte, 1024)
+				for i := range data {
+					data[i] = byte(rng.Uint32())
+				}
+				want[line] = entryAt(step, line, woodpecker.LogEntryStdout, data)
+			}
+			appendBatches(t, a, step, want, 1000)
+			finish(a, step)
+			arch := f.waitArchive(t, step, len(want), 60*time.Second)
+			checkArchive(t, a, step, arch, want)
+			waitSpoolEmpty(t, dir, step)
+			counts := proxy.Counts()
+			if counts["CreateMultipartUpload"] != 1 || counts["UploadPart"] < 2 || counts["CompleteMultipartUpload"] != 1 {
+				t.Errorf("a %d-byte object was not uploaded in parts: %v", arch.Compressed, counts)
+			}
+			t.Logf("%d bytes at rest, requests: %v", arch.Compressed, counts)
+		})
+	}
 }
