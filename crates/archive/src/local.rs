@@ -83,7 +83,12 @@ impl LocalDirStore {
 
 #[async_trait::async_trait]
 impl ObjectStore for LocalDirStore {
-    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectInfo, StoreError> {
         let target = self.path_of(key)?;
         let root = self.root.clone();
         let body = body.to_owned();
@@ -93,7 +98,10 @@ impl ObjectStore for LocalDirStore {
             content_encoding: meta.content_encoding.clone(),
             user: meta.user.clone(),
         };
-        Self::blocking(move || write_atomically(&root, &target, &body, &header)).await
+        Self::blocking(move || write_atomically(&root, &target, &body, &header)).await?;
+        self.head(key).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("{key}: missing right after it was written"))
+        })
     }
 
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {

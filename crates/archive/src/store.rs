@@ -40,7 +40,15 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Writes `key` with the contents of the local file `body`, replacing any previous object
     /// atomically: a reader sees the old object or the new one, never a mix. Large files are
     /// streamed (multipart on S3) with bounded memory.
-    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError>;
+    ///
+    /// Returns what the store holds under `key` afterwards, read back from the store (a HEAD
+    /// on S3), so a caller can verify the upload without asking again.
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectInfo, StoreError>;
 
     /// The whole object, or `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError>;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use archive::{ObjectStore, StoreError};
+use archive::{ObjectInfo, ObjectStore, StoreError};
 use logservice::{LogEntry, LogError, LogService, Step, StepId};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -601,12 +601,12 @@ impl Inner {
                 let meta = built.summary.to_meta(id);
                 // Even a failed upload may have stored the object.
                 lock(&slot.state).maybe_archived = true;
-                self.store
+                let info = self
+                    .store
                     .put_file(&key, built.file.path(), &meta)
                     .await
                     .map_err(|e| format!("uploading {key} to {store}: {e}"))?;
-                verify(&*self.store, &key, built.size, &built.summary)
-                    .await
+                verify(&info, built.size, &built.summary)
                     .map_err(|e| format!("verifying {key} in {store}: {e}"))?;
                 self.counters
                     .archive_uploads
@@ -708,7 +708,7 @@ async fn merge_archived(
     id: StepId,
     key: &str,
     mut lines: BTreeMap<i64, LogEntry>,
-    object: Option<(Vec<u8>, archive::ObjectInfo)>,
+    object: Option<(Vec<u8>, ObjectInfo)>,
 ) -> Result<Vec<LogEntry>, LogError> {
     if let Some((bytes, _)) = object {
         let archived = blocking(move || format::decode_object(&bytes))
@@ -779,16 +779,9 @@ pub async fn read_step_log(
     merge_archived(store, id, &key, lines, object).await
 }
 
-async fn verify(
-    store: &dyn ObjectStore,
-    key: &str,
-    size: u64,
-    summary: &Summary,
-) -> Result<(), StoreError> {
-    let info = store
-        .head(key)
-        .await?
-        .ok_or_else(|| StoreError::Transient("the object is missing right after upload".into()))?;
+/// Checks what the store reports holding after an upload against what was built, before the
+/// spool segments are deleted.
+fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), StoreError> {
     if info.size != size {
         return Err(StoreError::Corrupt(format!(
             "stored {} bytes, uploaded {size}",

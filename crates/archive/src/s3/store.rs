@@ -296,7 +296,12 @@ impl S3Store {
 
 #[async_trait::async_trait]
 impl ObjectStore for S3Store {
-    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectInfo, StoreError> {
         let full_key = self.full_key(key)?;
         let size = tokio::fs::metadata(body)
             .await
@@ -309,7 +314,7 @@ impl ObjectStore for S3Store {
         }
         // Verify before anyone deletes the source: the object must exist with our size.
         match self.head(key).await? {
-            Some(info) if info.size == size => Ok(()),
+            Some(info) if info.size == size => Ok(info),
             Some(info) => Err(StoreError::Corrupt(format!(
                 "s3://{}/{full_key}: {} bytes after upload, {size} sent",
                 self.settings.bucket, info.size

@@ -57,7 +57,12 @@ impl FaultyStore {
 
 #[async_trait::async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_file(&self, key: &str, body: &Path, meta: &ObjectMeta) -> Result<(), StoreError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+    ) -> Result<ObjectInfo, StoreError> {
         let now = self.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
         while self.hold_puts.load(Ordering::SeqCst) {
@@ -72,9 +77,9 @@ impl ObjectStore for FaultyStore {
             {
                 return Err(StoreError::Transient("503 SlowDown (test fault)".into()));
             }
-            self.inner.put_file(key, body, meta).await?;
+            let info = self.inner.put_file(key, body, meta).await?;
             self.puts.fetch_add(1, Ordering::SeqCst);
-            Ok(())
+            Ok(info)
         }
         .await;
         self.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
