@@ -97,7 +97,8 @@ go_test() {
     # The standard library's own tests: real `go test -v` output, offline.
     GOCACHE="$PWD/gocache" go test -v -count=1 strings bytes strconv sort unicode/utf8 \
         encoding/json encoding/base64 encoding/csv regexp path container/list text/template \
-        fmt math/big net/url go/scanner go/parser compress/gzip archive/zip bufio mime
+        fmt math/big net/url go/scanner go/parser go/printer go/types compress/gzip archive/zip \
+        bufio mime
 }
 
 pytest_run() {
