@@ -74,15 +74,45 @@ mod go_bytes {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        let Some(text) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        // Go's decoder skips \r and \n inside base64 strings; do the same.
-        let cleaned: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
-        STANDARD
-            .decode(cleaned.as_bytes())
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("log entry data is not base64: {e}")))
+        d.deserialize_option(Base64OrNull)
+    }
+
+    /// Decodes straight from the JSON text serde hands over (borrowed from the input, as
+    /// base64 has no escapes): this runs once per log line on the append path, so the
+    /// string is never copied before decoding.
+    struct Base64OrNull;
+
+    impl<'de> serde::de::Visitor<'de> for Base64OrNull {
+        type Value = Option<Vec<u8>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("base64 data or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            let decoded = if text.contains(['\r', '\n']) {
+                // Go's decoder skips \r and \n inside base64 strings; do the same.
+                let cleaned: String = text.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+                STANDARD.decode(cleaned.as_bytes())
+            } else {
+                STANDARD.decode(text.as_bytes())
+            };
+            decoded
+                .map(Some)
+                .map_err(|e| E::custom(format!("log entry data is not base64: {e}")))
+        }
     }
 }
 
@@ -129,6 +159,12 @@ mod tests {
                 .unwrap();
         assert_eq!(step.id, 42);
         assert_eq!(step.name, "build");
+    }
+
+    #[test]
+    fn line_breaks_inside_base64_are_skipped_like_go() {
+        let entry: LogEntry = serde_json::from_str(r#"{"data":"aGVs\r\nbG8="}"#).unwrap();
+        assert_eq!(entry.data.as_deref(), Some(&b"hello"[..]));
     }
 
     #[test]
