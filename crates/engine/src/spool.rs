@@ -59,6 +59,9 @@ fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{text}: {e}"))
 }
 
+/// How long [`Spool::open`] waits for another process to release the spool.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Spool {
     /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
     /// The lock is held as long as the returned file is open.
@@ -72,7 +75,18 @@ impl Spool {
             .mode(0o600)
             .open(&lock_path)
             .map_err(context("cannot open", &lock_path))?;
-        lock.try_lock().map_err(|e| {
+        // A previous addon may still be on its way out (it exits within a second of losing
+        // its host, flushing first), and a forked child can briefly hold a copy of the lock:
+        // wait a little before calling the spool taken.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let mut attempt = lock.try_lock();
+        while matches!(attempt, Err(std::fs::TryLockError::WouldBlock))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            attempt = lock.try_lock();
+        }
+        attempt.map_err(|e| {
             io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
