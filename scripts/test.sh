@@ -28,5 +28,8 @@ rm -f "$vectors"
 step "Go interop suite (go-plugin v1.8.0 host, Woodpecker's addon client); FIGURE lines are measurements"
 (cd interop && go vet ./... && go test -v -count=1 -timeout 30m ./...)
 
+step "Woodpecker's built-in stores re-stated (bench/go) and the addon read against its database store"
+(cd bench/go && go vet ./... && go test -count=1 ./...)
+
 step "demo on the embedded default (local directory)"
 "$WOODPECKER_S3_LOGS_BIN" demo
