@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/woodpecker-s3-logs/interop/s3op"
 )
 
 // s3Counter is a reverse proxy on 127.0.0.1 in front of the S3 server that counts every
@@ -62,34 +64,6 @@ func (c *s3Counter) Close() error {
 	return c.srv.Close()
 }
 
-// op names an S3 request the way the API reference does.
-func op(r *http.Request, key string) string {
-	q := r.URL.Query()
-	switch {
-	case key == "" && r.Method == http.MethodGet:
-		return "ListObjects"
-	case key == "":
-		return r.Method + " bucket"
-	case r.Method == http.MethodPut && q.Has("partNumber"):
-		return "UploadPart"
-	case r.Method == http.MethodPut:
-		return "PutObject"
-	case r.Method == http.MethodPost && q.Has("uploads"):
-		return "CreateMultipartUpload"
-	case r.Method == http.MethodPost && q.Has("uploadId"):
-		return "CompleteMultipartUpload"
-	case r.Method == http.MethodDelete && q.Has("uploadId"):
-		return "AbortMultipartUpload"
-	case r.Method == http.MethodDelete:
-		return "DeleteObject"
-	case r.Method == http.MethodHead:
-		return "HeadObject"
-	case r.Method == http.MethodGet:
-		return "GetObject"
-	}
-	return r.Method
-}
-
 // bodySize is the payload size of an upload: the decoded length when the SDK streams with
 // aws-chunked encoding, else Content-Length.
 func bodySize(r *http.Request) int64 {
@@ -104,7 +78,7 @@ func bodySize(r *http.Request) int64 {
 func (c *s3Counter) record(r *http.Request, status int) {
 	path := strings.TrimPrefix(r.URL.Path, "/")
 	key := strings.TrimPrefix(strings.TrimPrefix(path, c.bucket), "/")
-	name := op(r, key)
+	name := s3op.Operation(r)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ops[name]++

@@ -6,8 +6,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
+
+	"github.com/woodpecker-s3-logs/interop/s3op"
 )
 
 // Proxy is an HTTP reverse proxy on 127.0.0.1 in front of an S3 server. It counts the
@@ -43,7 +44,7 @@ func StartProxy(backend string) (*Proxy, error) {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	p.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
-		p.counts[Operation(r)]++
+		p.counts[s3op.Operation(r)]++
 		p.mu.Unlock()
 		rp.ServeHTTP(w, r)
 	})
@@ -99,40 +100,4 @@ func (p *Proxy) Reset() {
 	p.mu.Lock()
 	p.counts = map[string]int{}
 	p.mu.Unlock()
-}
-
-// Operation names a path-style S3 request the way the API reference does.
-func Operation(r *http.Request) string {
-	q := r.URL.Query()
-	// Path style: /<bucket>[/<key>].
-	parts := strings.SplitN(strings.TrimPrefix(r.URL.Path, "/"), "/", 2)
-	hasKey := len(parts) == 2 && parts[1] != ""
-	switch {
-	case !hasKey && r.Method == http.MethodGet:
-		return "ListObjects"
-	case !hasKey && r.Method == http.MethodHead:
-		return "HeadBucket"
-	case !hasKey && r.Method == http.MethodPost && q.Has("delete"):
-		return "DeleteObjects"
-	case !hasKey:
-		return r.Method + " bucket"
-	case r.Method == http.MethodPut && q.Has("partNumber"):
-		return "UploadPart"
-	case r.Method == http.MethodPut:
-		return "PutObject"
-	case r.Method == http.MethodPost && q.Has("uploads"):
-		return "CreateMultipartUpload"
-	case r.Method == http.MethodPost && q.Has("uploadId"):
-		return "CompleteMultipartUpload"
-	case r.Method == http.MethodDelete && q.Has("uploadId"):
-		return "AbortMultipartUpload"
-	case r.Method == http.MethodDelete:
-		return "DeleteObject"
-	case r.Method == http.MethodHead:
-		return "HeadObject"
-	case r.Method == http.MethodGet:
-		return "GetObject"
-	default:
-		return r.Method + " object"
-	}
 }
