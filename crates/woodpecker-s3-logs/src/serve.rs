@@ -45,6 +45,7 @@ pub fn run() -> ! {
             match store.check().await {
                 Ok(()) => tracing::debug!("archive backend reachable"),
                 Err(error) => tracing::warn!(
+                    archive = %store.object_store().describe(),
                     %error,
                     "archive backend not usable yet: lines stay in the spool and archiving retries"
                 ),
