@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::format::{self, ObjectWriter, RawRecord, Record, RecordReader, Summary};
+use crate::format::{ObjectWriter, RawRecord, RecordReader, Summary};
 use crate::spool::read_segment_raw;
 
 /// A finished object, waiting in the spool's tmp directory (deleted when dropped).
@@ -37,7 +37,7 @@ enum Run<'a> {
     Memory(std::vec::IntoIter<Item>),
     /// A run spilled to a temporary file (removed when the run is dropped).
     Spilled(RecordReader<BufReader<File>>, NamedTempFile),
-    /// The previous object: decoded in full, so a damaged one is caught, not copied.
+    /// The previous object, every record checked, so a damaged one is caught, not copied.
     Object(RecordReader<Box<dyn io::BufRead + 'a>>),
 }
 
@@ -61,21 +61,29 @@ impl Run<'_> {
                 ))),
                 Err(e) => Err(invalid(format!("sort run {}: {e}", file.path().display()))),
             },
-            Run::Object(reader) => match reader.next_record() {
-                Ok(Record::Entry(entry, _)) => {
-                    let mut record = Vec::new();
-                    format::encode_record(&entry, &mut record);
-                    Ok(Some(Item {
-                        line: entry.line,
-                        record,
-                    }))
+            Run::Object(reader) => {
+                let offset = reader.offset();
+                match reader.next_raw() {
+                    Ok(RawRecord::Line(line, bytes)) => {
+                        // Checked (and re-encoded unless canonical), so a damaged record
+                        // is caught here instead of copied into the next object.
+                        let mut record = Vec::with_capacity(bytes.len());
+                        logservice::push_canonical(&bytes[..bytes.len() - 1], &mut record)
+                            .map_err(|e| {
+                                invalid(format!(
+                                    "the previous archive object: record at byte {offset}: {e}"
+                                ))
+                            })?;
+                        record.push(b'\n');
+                        Ok(Some(Item { line, record }))
+                    }
+                    Ok(RawRecord::End) => Ok(None),
+                    Ok(RawRecord::Torn { offset, .. }) => Err(invalid(format!(
+                        "the previous archive object ends inside a record at byte {offset}"
+                    ))),
+                    Err(e) => Err(invalid(format!("the previous archive object: {e}"))),
                 }
-                Ok(Record::End) => Ok(None),
-                Ok(Record::Torn { offset, .. }) => Err(invalid(format!(
-                    "the previous archive object ends inside a record at byte {offset}"
-                ))),
-                Err(e) => Err(invalid(format!("the previous archive object: {e}"))),
-            },
+            }
         }
     }
 }
@@ -128,7 +136,7 @@ pub(crate) fn build(
     let mut chunk_bytes = 0usize;
     let mut spill_error = None;
     for path in segments {
-        read_segment_raw(path, |line, record| {
+        read_segment_raw(path, None, |line, record| {
             if spill_error.is_some() {
                 return;
             }
@@ -197,6 +205,7 @@ mod tests {
     use logservice::LogEntry;
 
     use super::*;
+    use crate::format;
 
     fn entry(line: i64, text: &str) -> LogEntry {
         LogEntry {

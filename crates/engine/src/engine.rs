@@ -5,7 +5,7 @@
 //! upload per step at a time and a bounded number overall; a failed upload is retried with
 //! backoff while the spool keeps the lines and reads merge object + spool.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -14,14 +14,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use archive::{ObjectInfo, ObjectStore, StoreError};
-use logservice::{LogEntry, LogError, LogService, Step, StepId};
+use logservice::{EntryRecords, LogEntry, LogError, LogService, Step, StepId};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::build::build;
 use crate::format::{self, Summary};
+use crate::read::{Staged, log_json};
 use crate::settings::{EngineSettings, SyncMode};
-use crate::spool::{Spool, read_segment};
+use crate::spool::Spool;
 
 /// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
 /// stop (dropping it stops the background work too, without the final fsync).
@@ -409,9 +410,9 @@ impl Inner {
         });
     }
 
-    /// Every spooled entry of a step, first write per line, and whether an archive object
+    /// The staged records of a step, first write per line, and whether an archive object
     /// may hold more.
-    fn read_spool(&self, id: StepId) -> Result<(BTreeMap<i64, LogEntry>, bool), LogError> {
+    fn read_staged(&self, id: StepId) -> Result<(Staged, bool), LogError> {
         let Some((segments, len, maybe_archived)) = self.with_state(id, false, |state| {
             (
                 state.first_segment..state.segment + 1,
@@ -419,18 +420,17 @@ impl Inner {
                 state.maybe_archived,
             )
         }) else {
-            return Ok((BTreeMap::new(), true));
+            return Ok((Staged::default(), true));
         };
         let current = segments.end - 1;
-        let mut lines = BTreeMap::new();
+        let mut staged = Staged::default();
         for segment in segments {
             let limit = (segment == current).then_some(len);
-            read_segment(&self.spool.segment_path(id, segment), limit, |entry| {
-                lines.entry(entry.line).or_insert(entry);
-            })
-            .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+            staged
+                .read_segment(&self.spool.segment_path(id, segment), limit)
+                .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
         }
-        Ok((lines, maybe_archived))
+        Ok((staged, maybe_archived))
     }
 
     /// Starts archive runs of due steps while upload slots are free; forgets idle ones.
@@ -637,21 +637,21 @@ impl Inner {
         Ok(())
     }
 
-    async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<LogEntry>, LogError> {
+    async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
         // The spool first, the object second: an archive run deletes segments only after
         // their object is stored, so lines missing from the segments read here are in the
         // object read next.
         let inner = self.clone();
-        let (lines, maybe_archived) = blocking(move || inner.read_spool(id)).await?;
+        let (staged, maybe_archived) = blocking(move || inner.read_staged(id)).await?;
         let key = format::object_key(&self.settings.key_prefix, id);
         let object = match self.store.get(&key).await {
             Ok(object) => object,
             // The archive is unreachable, but this step was never archived: the spool holds
             // its whole log, so the UI keeps working through an outage.
-            Err(e) if !maybe_archived && !lines.is_empty() => {
+            Err(e) if !maybe_archived && !staged.is_empty() => {
                 tracing::warn!(step = %id, error = %e,
                     "archive unreachable; serving the step's log from the spool");
-                return Ok(lines.into_values().collect());
+                None
             }
             Err(e) => {
                 return Err(storage(format!(
@@ -660,7 +660,7 @@ impl Inner {
                 )));
             }
         };
-        merge_archived(&*self.store, id, &key, lines, object).await
+        splice(&*self.store, id, &key, staged, object).await
     }
 
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
@@ -701,45 +701,45 @@ impl Inner {
     }
 }
 
-/// The step's log: `archived` (the object's bytes, if any) wins over staged `lines`, which
-/// were all written after it.
-async fn merge_archived(
+/// The step's log as LogFind's JSON: the archived object (if any) wins over the `staged`
+/// records, which were all written after it.
+async fn splice(
     store: &dyn ObjectStore,
     id: StepId,
     key: &str,
-    mut lines: BTreeMap<i64, LogEntry>,
+    staged: Staged,
     object: Option<(Vec<u8>, ObjectInfo)>,
-) -> Result<Vec<LogEntry>, LogError> {
-    if let Some((bytes, _)) = object {
-        let archived = blocking(move || format::decode_object(&bytes))
-            .await
-            .map_err(|e| {
-                storage(format!(
-                    "the archived log of step {id} ({key} in {}) is corrupt: {e}",
-                    store.describe()
-                ))
-            })?;
-        for entry in archived {
-            lines.insert(entry.line, entry);
-        }
-    }
-    Ok(lines.into_values().collect())
+) -> Result<Vec<u8>, LogError> {
+    blocking(move || {
+        log_json(
+            object.as_ref().map(|(bytes, info)| (&bytes[..], info)),
+            &staged,
+        )
+    })
+    .await
+    .map_err(|e| {
+        storage(format!(
+            "the archived log of step {id} ({key} in {}) is corrupt: {e}",
+            store.describe()
+        ))
+    })
 }
 
-/// Reads a step's log without starting an engine: for `get` and other tools that run beside
-/// a live addon. It takes no lock and changes nothing (a partial record being written is
-/// skipped), and reads the spool before the archive, like `LogFind`.
+/// Reads a step's log, as the JSON array LogFind answers, without starting an engine: for
+/// `get` and other tools that run beside a live addon. It takes no lock and changes nothing
+/// (a partial record being written is skipped), and reads the spool before the archive,
+/// like `LogFind`.
 pub async fn read_step_log(
     settings: &EngineSettings,
     store: &dyn ObjectStore,
     id: StepId,
-) -> Result<Vec<LogEntry>, LogError> {
+) -> Result<Vec<u8>, LogError> {
     let steps = settings.spool_dir.join("steps");
-    let lines = blocking(move || {
+    let staged = blocking(move || {
         let mut segments = Vec::new();
         let listing = match std::fs::read_dir(&steps) {
             Ok(listing) => listing,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Staged::default()),
             Err(e) => return Err(e),
         };
         let prefix = format!("{id}.");
@@ -755,17 +755,11 @@ pub async fn read_step_log(
             }
         }
         segments.sort_unstable();
-        let mut lines = BTreeMap::new();
+        let mut staged = Staged::default();
         for segment in segments {
-            read_segment(
-                &steps.join(format!("{id}.{segment}.ndjson")),
-                None,
-                |entry| {
-                    lines.entry(entry.line).or_insert(entry);
-                },
-            )?;
+            staged.read_segment(&steps.join(format!("{id}.{segment}.ndjson")), None)?;
         }
-        Ok(lines)
+        Ok(staged)
     })
     .await
     .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
@@ -776,7 +770,7 @@ pub async fn read_step_log(
             store.describe()
         ))
     })?;
-    merge_archived(store, id, &key, lines, object).await
+    splice(store, id, &key, staged, object).await
 }
 
 /// Checks what the store reports holding after an upload against what was built, before the
@@ -844,39 +838,49 @@ async fn scheduler_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
 
 impl LogService for Engine {
     async fn log_find(&self, step: &Step) -> Result<Vec<LogEntry>, LogError> {
+        let json = self.log_find_json(step).await?;
+        serde_json::from_slice(&json).map_err(|e| storage(format!("decoding the log: {e}")))
+    }
+
+    async fn log_find_json(&self, step: &Step) -> Result<Vec<u8>, LogError> {
         self.inner.find(StepId::of(step)?).await
     }
 
     async fn log_append(&self, step: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
+        self.log_append_records(step, EntryRecords::from_entries(&entries))
+            .await
+    }
+
+    /// The records go to the spool as the host wrote them (see [`EntryRecords`]).
+    async fn log_append_records(&self, step: &Step, records: EntryRecords) -> Result<(), LogError> {
         let id = StepId::of(step)?;
-        if entries.is_empty() {
+        if records.is_empty() {
             return Ok(());
         }
         let inner = self.inner.clone();
         blocking(move || {
-            let mut records = Vec::with_capacity(entries.len() * 96);
+            if records.as_ndjson().len() <= format::MAX_RECORD_BYTES {
+                return inner.append(id, records.as_ndjson(), records.len());
+            }
+            // Readers refuse records this large (a bound against corrupt files), so one
+            // could never be read back: keep the rest of the batch, report these.
+            let mut kept = Vec::with_capacity(records.as_ndjson().len());
             let mut oversized = Vec::new();
-            for entry in &entries {
-                let start = records.len();
-                format::encode_record(entry, &mut records);
-                // Readers refuse records this large (a bound against corrupt files), so one
-                // could never be read back: keep the rest of the batch, report this one.
-                if records.len() - start > format::MAX_RECORD_BYTES {
-                    records.truncate(start);
-                    oversized.push(entry.line);
+            for record in records.iter() {
+                if record.len() < format::MAX_RECORD_BYTES {
+                    kept.extend_from_slice(record);
+                    kept.push(b'\n');
+                } else {
+                    oversized.push(logservice::canonical_line(record).unwrap_or_default());
                 }
             }
-            if !records.is_empty() {
-                inner.append(id, &records, entries.len() - oversized.len())?;
+            if !kept.is_empty() {
+                inner.append(id, &kept, records.len() - oversized.len())?;
             }
-            if oversized.is_empty() {
-                Ok(())
-            } else {
-                Err(storage(format!(
-                    "step {id}: dropped line(s) {oversized:?}: a log entry may be at most {} MiB",
-                    format::MAX_RECORD_BYTES >> 20
-                )))
-            }
+            Err(storage(format!(
+                "step {id}: dropped line(s) {oversized:?}: a log entry may be at most {} MiB",
+                format::MAX_RECORD_BYTES >> 20
+            )))
         })
         .await
     }

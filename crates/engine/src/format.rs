@@ -196,7 +196,9 @@ impl<R: BufRead> RecordReader<R> {
     }
 
     /// The next record as its line number and raw bytes (newline included), without
-    /// decoding `data`: how archive building moves records it wrote itself.
+    /// decoding `data`: how archive building and reads move records. A record in Go's
+    /// canonical form (every record this crate writes) is recognised without a JSON parser;
+    /// any other must still be a JSON object with an integer `line`.
     pub fn next_raw(&mut self) -> Result<RawRecord<'_>, RecordError> {
         /// Only the field the merge needs; the rest is scanned, not decoded.
         #[derive(serde::Deserialize)]
@@ -209,11 +211,18 @@ impl<R: BufRead> RecordReader<R> {
             Filled::Torn(offset, len) => return Ok(RawRecord::Torn { offset, len }),
             Filled::Line(start) => start,
         };
-        let LineOnly { line } =
-            serde_json::from_slice(&self.buf).map_err(|source| RecordError::Json {
-                offset: start,
-                source,
-            })?;
+        let record = &self.buf[..self.buf.len() - 1];
+        let line = match logservice::canonical_line(record) {
+            Some(line) => line,
+            None => {
+                let LineOnly { line } =
+                    serde_json::from_slice(record).map_err(|source| RecordError::Json {
+                        offset: start,
+                        source,
+                    })?;
+                line
+            }
+        };
         self.check_order(line, start)?;
         Ok(RawRecord::Line(line, &self.buf))
     }
@@ -232,9 +241,10 @@ pub enum RawRecord<'a> {
     End,
 }
 
-/// Appends one entry as an NDJSON record to `out`.
+/// Appends one entry as an NDJSON record to `out`: Go's `json.Marshal` of the entry and a
+/// newline.
 pub fn encode_record(entry: &LogEntry, out: &mut Vec<u8>) {
-    serde_json::to_writer(&mut *out, entry).expect("a LogEntry always serializes");
+    logservice::push_entry(entry, out);
     out.push(b'\n');
 }
 
@@ -247,8 +257,12 @@ pub struct ObjectWriter<W: Write> {
 
 impl<W: Write> ObjectWriter<W> {
     pub fn new(out: W, level: i32) -> io::Result<Self> {
+        let mut encoder = zstd::Encoder::new(out, level)?;
+        // A frame checksum (xxHash, 4 bytes) lets every reader tell a damaged object from a
+        // valid one before a record of it reaches the host.
+        encoder.include_checksum(true)?;
         Ok(Self {
-            encoder: zstd::Encoder::new(out, level)?,
+            encoder,
             summary: Summary::default(),
             buf: Vec::new(),
         })

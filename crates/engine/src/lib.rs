@@ -9,6 +9,7 @@
 mod build;
 mod engine;
 pub mod format;
+mod read;
 mod settings;
 mod spool;
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! lock                      held (flock) while an engine uses the spool
-//! steps/<id>.<seg>.ndjson   segment <seg> of step <id>: records as received
+//! steps/<id>.<seg>.ndjson   segment <seg> of step <id>: the entries' JSON as the host sent it
 //! steps/<id>.finished       StepFinished came (archive after the grace period, not idle)
 //! tmp/                      archive objects and sort runs being built; emptied at start
 //! ```
@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use logservice::{LogEntry, StepId};
+use logservice::StepId;
 use lru::LruCache;
 
 use crate::format::{RawRecord, Record, RecordError, RecordReader};
@@ -338,13 +338,14 @@ fn repair_segment(path: &Path) -> io::Result<bool> {
     Ok(records > 0)
 }
 
-/// Calls `visit` for every complete record of a segment, in file order, up to `limit` bytes
-/// (the acknowledged length of a segment still being appended to). A missing segment (already
-/// archived and removed) has no records.
-pub(crate) fn read_segment(
+/// Calls `visit` with the line and bytes (newline included) of every complete record of a
+/// segment, in file order, without decoding `data`, up to `limit` bytes (the acknowledged
+/// length of a segment still being appended to). A missing segment (already archived and
+/// removed) has no records; records that are not valid JSON are skipped with a warning.
+pub(crate) fn read_segment_raw(
     path: &Path,
     limit: Option<u64>,
-    mut visit: impl FnMut(LogEntry),
+    mut visit: impl FnMut(i64, &[u8]),
 ) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -354,31 +355,9 @@ pub(crate) fn read_segment(
     let reader = BufReader::new(io::Read::take(file, limit.unwrap_or(u64::MAX)));
     let mut reader = RecordReader::unsorted(reader);
     loop {
-        match reader.next_record() {
-            Ok(Record::Entry(entry, _)) => visit(entry),
-            // Only a write still in flight past `limit`; recovery repaired real tears.
-            Ok(Record::End | Record::Torn { .. }) => return Ok(()),
-            Err(RecordError::Json { offset, source }) => {
-                tracing::warn!(file = %path.display(), offset, error = %source,
-                    "skipping an unreadable record in the spool");
-            }
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
-    }
-}
-
-/// Like [`read_segment`], without decoding: `visit` gets each record's line and bytes.
-/// Records that are not valid JSON are skipped with a warning.
-pub(crate) fn read_segment_raw(path: &Path, mut visit: impl FnMut(i64, &[u8])) -> io::Result<()> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(context("cannot read spool file", path)(e)),
-    };
-    let mut reader = RecordReader::unsorted(BufReader::new(file));
-    loop {
         match reader.next_raw() {
             Ok(RawRecord::Line(line, bytes)) => visit(line, bytes),
+            // Only a write still in flight past `limit`; recovery repaired real tears.
             Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
             Err(RecordError::Json { offset, source }) => {
                 tracing::warn!(file = %path.display(), offset, error = %source,

@@ -157,6 +157,19 @@ impl Encoder {
     }
 }
 
+/// What [`Encoder::encode`] writes for a top-level `Value::Bytes` of `len` bytes, up to the
+/// bytes themselves: a caller can then write a large byte slice (a plugin's reply) straight
+/// from its own buffer instead of copying it into the message. A `[]byte` needs no type
+/// definition, so this does not depend on the encoder's state.
+pub fn bytes_message_prefix(len: usize, out: &mut Vec<u8>) {
+    let mut head = Vec::with_capacity(12);
+    put_int(&mut head, BYTES);
+    head.push(0);
+    put_uint(&mut head, len as u64);
+    put_uint(out, (head.len() + len) as u64);
+    out.extend_from_slice(&head);
+}
+
 fn put_message(out: &mut Vec<u8>, payload: &[u8]) {
     put_uint(out, payload.len() as u64);
     out.extend_from_slice(payload);
@@ -244,6 +257,21 @@ fn shape_of(value: &Struct) -> Result<Shape, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_prefix_is_what_the_encoder_writes_before_the_bytes() {
+        for len in [0, 1, 119, 120, 127, 128, 255, 256, 65_535, 65_536, 1 << 20] {
+            let bytes = vec![7u8; len];
+            let mut expected = Vec::new();
+            Encoder::new()
+                .encode(&Value::Bytes(bytes.clone()), &mut expected)
+                .unwrap();
+            let mut got = Vec::new();
+            bytes_message_prefix(len, &mut got);
+            got.extend_from_slice(&bytes);
+            assert_eq!(got, expected, "length {len}");
+        }
+    }
 
     #[test]
     fn unsupported_values_leave_the_encoder_untouched() {

@@ -57,7 +57,7 @@ mod encode;
 mod wire;
 
 pub use decode::Decoder;
-pub use encode::Encoder;
+pub use encode::{Encoder, bytes_message_prefix};
 
 /// A decoded or to-be-encoded gob value.
 #[derive(Clone, Debug, PartialEq)]

@@ -23,10 +23,22 @@ pub struct Mux {
     pub driver: JoinHandle<std::io::Result<()>>,
 }
 
+/// How much a peer may send on one stream before we have read it. hashicorp/yamux starts
+/// every stream at 256 KiB and grows a sender's window by whatever the receiver grants, so a
+/// larger receive window lets the host write a 1 MiB LogAppend batch without stopping for
+/// four window-update round trips. It is not memory held: data arrives only as fast as the
+/// stream's reader (which always reads) takes it.
+const STREAM_WINDOW: u32 = 16 << 20;
+
 /// Starts a session over `io` with hashicorp/yamux's defaults (the ones go-plugin uses on
-/// both sides: 256 KiB windows, 30 s keepalive, 10 s write timeout, backlog 256).
+/// both sides: 30 s keepalive, 10 s write timeout, backlog 256), except for a larger receive
+/// window ([`STREAM_WINDOW`]).
 pub fn start(io: Box<dyn Io>, ty: SessionType) -> Mux {
-    let mut session = Session::new(io, Config::default(), ty);
+    let config = Config {
+        max_stream_window_size: STREAM_WINDOW,
+        ..Config::default()
+    };
+    let mut session = Session::new(io, config, ty);
     let control = session.control();
     let (tx, inbound) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {

@@ -370,7 +370,21 @@ async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedR
 /// order would misplace a definition only if a body were a struct of exactly the header's
 /// shape (`Response{ServiceMethod, Seq, Error}`) on a stream's first reply, which no
 /// go-plugin method returns.
+///
+/// A `[]byte` reply (every reply of a Woodpecker addon: LogFind's answer can be hundreds of
+/// MiB) is not copied: `out` gets the header and the body message's prefix, and the bytes
+/// themselves are returned as they are.
 fn encode_reply(encoder: &mut Encoder, reply: Reply, out: &mut Vec<u8>) -> Vec<u8> {
+    let reply = match reply.result {
+        Ok(Value::Bytes(bytes)) => {
+            encoder
+                .encode(&response_header(&reply.service_method, reply.seq, ""), out)
+                .expect("a Response header is always encodable");
+            gob::bytes_message_prefix(bytes.len(), out);
+            return bytes;
+        }
+        _ => reply,
+    };
     let mut body = Vec::new();
     let error = match reply.result {
         Ok(value) => match encoder.encode(&value, &mut body) {

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use goplugin::{BoxFuture, CallError, Handler, HandshakeConfig, RpcClient, Value};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::{LogEntry, LogError, LogService, Step};
+use crate::{EntryRecords, LogEntry, LogError, LogService, Step};
 
 /// Woodpecker's `addon.HandshakeConfig`.
 pub const HANDSHAKE: HandshakeConfig = HandshakeConfig {
@@ -25,12 +26,20 @@ pub const PLUGIN_NAME: &str = "log";
 
 const METHODS: [&str; 4] = ["LogFind", "LogAppend", "LogDelete", "StepFinished"];
 
-/// Woodpecker's `argumentsAppend`.
-#[derive(Serialize, Deserialize)]
+/// Woodpecker's `argumentsAppend`, as the host writes it.
+#[derive(Serialize)]
 struct AppendArgs {
     step: Option<Step>,
-    #[serde(default)]
     log_entries: Vec<Option<LogEntry>>,
+}
+
+/// [`AppendArgs`] as the plugin reads it: the entries stay JSON text, so a store that keeps
+/// text never decodes them (see [`EntryRecords`]).
+#[derive(Deserialize)]
+struct AppendArgsText<'a> {
+    step: Option<Step>,
+    #[serde(borrow, default)]
+    log_entries: Option<&'a RawValue>,
 }
 
 /// Serves a [`LogService`] as Woodpecker's `Plugin` net/rpc service.
@@ -51,21 +60,16 @@ impl<S: LogService> LogHandler<S> {
         let service = &self.0;
         match method {
             "LogAppend" => {
-                let args: AppendArgs = parse(method, &json)?;
-                let step = args
-                    .step
-                    .ok_or_else(|| format!("{method}: the arguments carry no step"))?;
-                // Go decodes `null` array items to nil pointers and the store then skips
-                // them; do the same rather than failing the whole batch.
-                let entries = args.log_entries.into_iter().flatten().collect();
-                service.log_append(&step, entries).await.map_err(text)?;
+                let (step, records) = parse_append(json)?;
+                service
+                    .log_append_records(&step, records)
+                    .await
+                    .map_err(text)?;
                 Ok(Vec::new())
             }
             "LogFind" => {
                 let step: Step = parse(method, &json)?;
-                let entries = service.log_find(&step).await.map_err(text)?;
-                serde_json::to_vec(&entries)
-                    .map_err(|e| format!("LogFind: encoding the reply: {e}"))
+                service.log_find_json(&step).await.map_err(text)
             }
             "LogDelete" => {
                 let step: Step = parse(method, &json)?;
@@ -90,6 +94,48 @@ impl<S: LogService> Handler for LogHandler<S> {
     fn call<'a>(&'a self, method: &'a str, arg: Value) -> BoxFuture<'a, Result<Value, String>> {
         Box::pin(async move { self.dispatch(method, arg).await.map(Value::Bytes) })
     }
+}
+
+/// LogAppend's arguments: the step, and the entries as text (see [`EntryRecords`]).
+///
+/// Go writes them as `{"step":…,"log_entries":[…]}`; then only the step is decoded, and the
+/// entries are taken where they lie in `json`. Any other shape goes through a JSON parser.
+fn parse_append(json: Vec<u8>) -> Result<(Step, EntryRecords), String> {
+    const METHOD: &str = "LogAppend";
+    let json = match split_append(&json) {
+        Some((Some(step), entries)) => match EntryRecords::take_canonical_array(json, entries) {
+            Ok(records) => return Ok((step, records)),
+            Err(json) => json,
+        },
+        _ => json,
+    };
+    let args: AppendArgsText = parse(METHOD, &json)?;
+    let step = args
+        .step
+        .ok_or_else(|| format!("{METHOD}: the arguments carry no step"))?;
+    let records = match args.log_entries {
+        // Go decodes `null` array items to nil pointers and the store then skips them;
+        // `EntryRecords` does the same rather than failing the batch.
+        Some(entries) => EntryRecords::from_json_array(entries.get().as_bytes())
+            .map_err(|e| format!("{METHOD}: malformed JSON arguments: {e}"))?,
+        None => EntryRecords::default(),
+    };
+    Ok((step, records))
+}
+
+/// The step and the byte range of the entries array, if `json` has the exact shape Go's
+/// `json.Marshal` gives `argumentsAppend`.
+fn split_append(json: &[u8]) -> Option<(Option<Step>, std::ops::Range<usize>)> {
+    const STEP: &[u8] = b"{\"step\":";
+    const ENTRIES: &[u8] = b",\"log_entries\":";
+    let rest = json.strip_prefix(STEP)?;
+    let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<Option<Step>>();
+    let step = values.next()?.ok()?;
+    let entries = STEP.len() + values.byte_offset() + ENTRIES.len();
+    if !json.get(..entries)?.ends_with(ENTRIES) || json.last() != Some(&b'}') {
+        return None;
+    }
+    Some((step, entries..json.len() - 1))
 }
 
 fn parse<'a, T: Deserialize<'a>>(method: &str, json: &'a [u8]) -> Result<T, String> {
@@ -156,6 +202,65 @@ impl LogService for LogClient {
     async fn step_finished(&self, step: &Step) {
         if let Err(e) = self.call_json("StepFinished", step).await {
             tracing::error!(error = %e, "StepFinished via addon failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryStore;
+
+    fn handler() -> LogHandler<MemoryStore> {
+        LogHandler::new(Arc::new(MemoryStore::default()))
+    }
+
+    async fn call(
+        h: &LogHandler<MemoryStore>,
+        method: &str,
+        json: &str,
+    ) -> Result<Vec<u8>, String> {
+        h.dispatch(method, Value::Bytes(json.as_bytes().to_vec()))
+            .await
+    }
+
+    /// Go's exact bytes take the in-place path, anything else the parser; both store the same.
+    #[tokio::test]
+    async fn append_arguments_in_any_valid_shape_store_the_same_entries() {
+        let go = r#"{"step":{"id":7,"name":"build"},"log_entries":[{"id":0,"step_id":7,"time":1,"line":1,"data":"Yg==","type":0},{"id":0,"step_id":7,"time":1,"line":0,"data":"YQ==","type":0}]}"#;
+        let spaced = r#"{ "log_entries": [ {"line":3,"data":"ZA==","step_id":7}, null ], "step": {"id":7} }"#;
+        let h = handler();
+        call(&h, "LogAppend", go).await.unwrap();
+        call(&h, "LogAppend", spaced).await.unwrap();
+        call(&h, "LogAppend", r#"{"step":{"id":7},"log_entries":null}"#)
+            .await
+            .unwrap();
+        let found = call(&h, "LogFind", r#"{"id":7}"#).await.unwrap();
+        let entries: Vec<LogEntry> = serde_json::from_slice(&found).unwrap();
+        let lines: Vec<(i64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| (e.line, e.data.unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [(0, b"a".to_vec()), (1, b"b".to_vec()), (3, b"d".to_vec())]
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_append_arguments_are_named_errors() {
+        let h = handler();
+        for (json, expected) in [
+            (r#"{"step":null,"log_entries":[]}"#, "carry no step"),
+            (
+                r#"{"step":{"id":1},"log_entries":[{"data":"%"}]}"#,
+                "malformed JSON",
+            ),
+            (r#"{"step":{"id":1},"log_entries":[}"#, "malformed JSON"),
+            (r#"{"step":{"id":"x"},"log_entries":[]}"#, "malformed JSON"),
+        ] {
+            let err = call(&h, "LogAppend", json).await.unwrap_err();
+            assert!(err.contains(expected), "{json}: {err}");
         }
     }
 }

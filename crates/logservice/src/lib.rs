@@ -9,8 +9,10 @@
 pub mod addon;
 mod entry;
 mod memory;
+mod records;
 mod service;
 
 pub use entry::{EntryType, LogEntry, Step};
 pub use memory::MemoryStore;
+pub use records::{EntryRecords, canonical_line, push_canonical, push_entry};
 pub use service::{LogError, LogService, StepId};

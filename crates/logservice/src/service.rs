@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use crate::{LogEntry, Step};
+use crate::{EntryRecords, LogEntry, Step};
 
 /// A validated Woodpecker step id: strictly positive, as the database assigns them.
 ///
@@ -62,6 +62,31 @@ pub trait LogService: Send + Sync + 'static {
         step: &Step,
         entries: Vec<LogEntry>,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// [`Self::log_append`] with the entries still as Woodpecker's JSON text. A store that
+    /// keeps text overrides this to skip decoding them; the default decodes.
+    fn log_append_records(
+        &self,
+        step: &Step,
+        records: EntryRecords,
+    ) -> impl Future<Output = Result<(), LogError>> + Send {
+        async move {
+            let entries = records
+                .to_entries()
+                .map_err(|e| LogError::Storage(format!("undecodable log entries: {e}")))?;
+            self.log_append(step, entries).await
+        }
+    }
+
+    /// [`Self::log_find`] as the JSON array the host receives. A store that keeps text
+    /// overrides this to build the answer without decoding; the default encodes.
+    fn log_find_json(&self, step: &Step) -> impl Future<Output = Result<Vec<u8>, LogError>> + Send {
+        async move {
+            let entries = self.log_find(step).await?;
+            serde_json::to_vec(&entries)
+                .map_err(|e| LogError::Storage(format!("encoding the log: {e}")))
+        }
+    }
 
     /// Removes every copy of a step's log. Deleting an unknown step succeeds.
     fn log_delete(&self, step: &Step) -> impl Future<Output = Result<(), LogError>> + Send;

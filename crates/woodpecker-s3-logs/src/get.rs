@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use archive::ProcessEnv;
-use logservice::StepId;
+use logservice::{LogEntry, StepId};
 
 use crate::config::Config;
 
@@ -12,15 +12,15 @@ pub async fn run(step_id: i64, json: bool) -> Result<(), String> {
     let config = Config::from_source(&ProcessEnv).map_err(|e| e.to_string())?;
     let store = config.open_store().await?;
     // Reads beside a running addon: no spool lock, no recovery, nothing changed.
-    let entries = engine::read_step_log(&config.engine, &*store.object_store(), id)
+    let log = engine::read_step_log(&config.engine, &*store.object_store(), id)
         .await
         .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let written = if json {
-        serde_json::to_writer(&mut out, &entries)
-            .map_err(std::io::Error::other)
-            .and_then(|()| out.write_all(b"\n"))
+        out.write_all(&log).and_then(|()| out.write_all(b"\n"))
     } else {
+        let entries: Vec<LogEntry> =
+            serde_json::from_slice(&log).map_err(|e| format!("decoding the log: {e}"))?;
         entries.iter().try_for_each(|entry| {
             out.write_all(entry.data.as_deref().unwrap_or_default())?;
             out.write_all(b"\n")

@@ -1,0 +1,259 @@
+//! A step's log as the JSON array `LogFind` answers, spliced from the text of its records.
+//!
+//! Archive objects and spool segments hold each entry as Go's canonical JSON (see
+//! [`logservice::canonical_line`]), which is exactly what the answer is made of: `[`, the
+//! records in line order joined by `,`, `]`. So a read copies text and never decodes a line's
+//! data, and the answer is built in one buffer sized up front: a read costs about one answer
+//! of memory plus the compressed object, whatever the number of lines.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+
+use archive::ObjectInfo;
+
+use crate::format::{self, RawRecord, RecordError};
+use crate::spool::read_segment_raw;
+
+/// The staged (spool) records of a step, the first write of each line.
+#[derive(Default)]
+pub(crate) struct Staged {
+    text: Vec<u8>,
+    lines: BTreeMap<i64, Range<usize>>,
+}
+
+impl Staged {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Adds the records of one segment, in file order, up to `limit` bytes (the acknowledged
+    /// length of a segment still being appended to).
+    pub fn read_segment(&mut self, path: &Path, limit: Option<u64>) -> io::Result<()> {
+        read_segment_raw(path, limit, |line, record| {
+            let record = record.strip_suffix(b"\n").unwrap_or(record);
+            let text = &mut self.text;
+            self.lines.entry(line).or_insert_with(|| {
+                let start = text.len();
+                text.extend_from_slice(record);
+                start..text.len()
+            });
+        })
+    }
+
+    fn records(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.lines
+            .iter()
+            .map(|(line, range)| (*line, &self.text[range.clone()]))
+    }
+}
+
+/// The JSON array of a step's log: the records of `object` (its compressed bytes and what
+/// the store reported about it), which hold the older writes and so win, merged with the
+/// `staged` ones, by line.
+///
+/// A record of the object that is not a log entry makes the whole read fail (the object is
+/// damaged, and a partial answer would look complete); a staged one is skipped with a
+/// warning, as the spool's readers always do.
+pub(crate) fn log_json(
+    object: Option<(&[u8], &ObjectInfo)>,
+    staged: &Staged,
+) -> Result<Vec<u8>, RecordError> {
+    let object_text = object.map_or(0, |(bytes, info)| uncompressed_size(bytes, info));
+    let mut answer = JsonArray::with_capacity(object_text + staged.text.len() + staged.lines.len());
+    let mut staged_records = staged.records().peekable();
+    if let Some((bytes, _)) = object {
+        let mut reader = format::object_reader(bytes)?;
+        loop {
+            let offset = reader.offset();
+            let (line, record) = match reader.next_raw()? {
+                RawRecord::Line(line, record) => (line, record),
+                RawRecord::End => break,
+                RawRecord::Torn { offset, .. } => {
+                    return Err(RecordError::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("object ends inside a record at byte {offset}"),
+                    )));
+                }
+            };
+            while let Some((staged_line, staged_record)) =
+                staged_records.next_if(|(staged_line, _)| *staged_line <= line)
+            {
+                if staged_line < line {
+                    answer.push_staged(staged_record);
+                }
+            }
+            answer
+                .push(record.strip_suffix(b"\n").unwrap_or(record))
+                .map_err(|source| RecordError::Json { offset, source })?;
+        }
+    }
+    for (_, record) in staged_records {
+        answer.push_staged(record);
+    }
+    Ok(answer.finish())
+}
+
+/// The size of an object's text, from the metadata its writer recorded, for sizing the
+/// answer. Bounded by what zstd could plausibly have compressed, so damaged metadata cannot
+/// ask for absurd amounts of memory; a wrong hint only costs reallocations.
+fn uncompressed_size(bytes: &[u8], info: &ObjectInfo) -> usize {
+    let plausible = bytes.len().saturating_mul(1024).saturating_add(64 << 10);
+    info.meta
+        .user
+        .get(format::META_UNCOMPRESSED_SIZE)
+        .and_then(|size| size.parse::<usize>().ok())
+        .unwrap_or(bytes.len().saturating_mul(8))
+        .min(plausible)
+}
+
+/// A JSON array being written, one canonical record at a time.
+struct JsonArray {
+    out: Vec<u8>,
+}
+
+impl JsonArray {
+    /// `records`: the size of the records with one separator byte after each (as NDJSON
+    /// text counts them); the array's brackets take one byte more.
+    fn with_capacity(records: usize) -> Self {
+        let mut out = Vec::with_capacity(records + 1);
+        out.push(b'[');
+        Self { out }
+    }
+
+    fn push(&mut self, record: &[u8]) -> Result<(), serde_json::Error> {
+        let len = self.out.len();
+        if len > 1 {
+            self.out.push(b',');
+        }
+        logservice::push_canonical(record, &mut self.out)
+            .map(drop)
+            .inspect_err(|_| {
+                self.out.truncate(len);
+            })
+    }
+
+    fn push_staged(&mut self, record: &[u8]) {
+        if let Err(error) = self.push(record) {
+            tracing::warn!(%error, "skipping an unreadable record in the spool");
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.out.push(b']');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use logservice::LogEntry;
+
+    use super::*;
+    use crate::format::ObjectWriter;
+
+    fn entry(line: i64, text: &str) -> LogEntry {
+        LogEntry {
+            step_id: 3,
+            line,
+            data: Some(text.as_bytes().to_vec()),
+            ..LogEntry::default()
+        }
+    }
+
+    fn object(entries: &[LogEntry]) -> (Vec<u8>, ObjectInfo) {
+        let mut writer = ObjectWriter::new(Vec::new(), 3).unwrap();
+        for e in entries {
+            writer.push(e).unwrap();
+        }
+        let (bytes, summary) = writer.finish().unwrap();
+        let info = ObjectInfo {
+            size: bytes.len() as u64,
+            meta: summary.to_meta(logservice::StepId::new(3).unwrap()),
+        };
+        (bytes, info)
+    }
+
+    fn staged(dir: &Path, records: &[u8]) -> Staged {
+        let path = dir.join("segment");
+        std::fs::write(&path, records).unwrap();
+        let mut staged = Staged::default();
+        staged.read_segment(&path, None).unwrap();
+        staged
+    }
+
+    fn decode(json: &[u8]) -> Vec<(i64, String)> {
+        serde_json::from_slice::<Vec<LogEntry>>(json)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.line, String::from_utf8(e.data.unwrap()).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn object_wins_and_staged_lines_fill_in_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, info) = object(&[entry(1, "old1"), entry(3, "old3")]);
+        let mut spool = Vec::new();
+        for e in [
+            entry(4, "new4"),
+            entry(3, "new3"),
+            entry(0, "new0"),
+            entry(4, "again4"),
+        ] {
+            format::encode_record(&e, &mut spool);
+        }
+        let staged = staged(dir.path(), &spool);
+        let json = log_json(Some((&bytes, &info)), &staged).unwrap();
+        assert_eq!(
+            decode(&json),
+            [(0, "new0"), (1, "old1"), (3, "old3"), (4, "new4")].map(|(l, t)| (l, t.to_string()))
+        );
+    }
+
+    #[test]
+    fn the_answer_is_sized_up_front_from_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, info) = object(&[entry(1, "one"), entry(2, "two")]);
+        let mut spool = Vec::new();
+        format::encode_record(&entry(3, "three"), &mut spool);
+        let json = log_json(Some((&bytes, &info)), &staged(dir.path(), &spool)).unwrap();
+        assert_eq!(decode(&json).len(), 3);
+        assert_eq!(json.capacity(), json.len());
+    }
+
+    #[test]
+    fn empty_logs_are_empty_arrays() {
+        assert_eq!(log_json(None, &Staged::default()).unwrap(), b"[]");
+        let (bytes, info) = object(&[]);
+        assert_eq!(
+            log_json(Some((&bytes, &info)), &Staged::default()).unwrap(),
+            b"[]"
+        );
+    }
+
+    #[test]
+    fn foreign_records_are_re_encoded_and_unreadable_staged_ones_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = b"{ \"line\": 2, \"data\": \"eA==\" }\n{\"line\":1,\"data\":\"%%\"}\n";
+        let json = log_json(None, &staged(dir.path(), spool)).unwrap();
+        assert_eq!(decode(&json), [(2, "x".to_string())]);
+        assert!(logservice::canonical_line(&json[1..json.len() - 1]).is_some());
+    }
+
+    #[test]
+    fn a_damaged_object_fails_the_read() {
+        let plain = b"{\"line\":1,\"data\":\"%%\"}\n";
+        let bytes = zstd::encode_all(&plain[..], 3).unwrap();
+        let info = ObjectInfo {
+            size: bytes.len() as u64,
+            meta: Default::default(),
+        };
+        assert!(log_json(Some((&bytes, &info)), &Staged::default()).is_err());
+        let (mut bytes, info) = object(&[entry(1, "a"), entry(2, "b")]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        assert!(log_json(Some((&bytes, &info)), &Staged::default()).is_err());
+    }
+}
