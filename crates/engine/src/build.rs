@@ -13,15 +13,18 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tempfile::NamedTempFile;
+
+use crate::pool::{FilePool, Scratch};
 
 use crate::format::{ObjectWriter, RawRecord, RecordReader, Summary};
 use crate::spool::read_segment_raw;
 
-/// A finished object, waiting in the spool's tmp directory (deleted when dropped).
+/// A finished object, waiting in a scratch file (returned to the pool when dropped).
 pub(crate) struct Built {
-    pub file: NamedTempFile,
+    pub file: Scratch,
     pub size: u64,
     pub summary: Summary,
 }
@@ -116,14 +119,16 @@ fn spill(items: Vec<Item>, tmp: &Path) -> io::Result<Run<'static>> {
     ))
 }
 
-/// Merges `previous` (an object's compressed bytes) and `segments` into a new object in
-/// `tmp`. Returns `None` when there is nothing to store.
+/// Merges `previous` (an object's compressed bytes) and `segments` into a new object in a
+/// scratch file of `pool`, sort runs that do not fit in memory spilling to `tmp`. Returns
+/// `None` when there is nothing to store.
 pub(crate) fn build(
     previous: Option<&[u8]>,
     segments: &[PathBuf],
     tmp: &Path,
     level: i32,
     sort_budget: usize,
+    pool: &Arc<FilePool>,
 ) -> io::Result<Option<Built>> {
     let mut runs: Vec<Run> = Vec::new();
     if let Some(bytes) = previous {
@@ -176,8 +181,8 @@ pub(crate) fn build(
         return Ok(None);
     }
 
-    let mut file = NamedTempFile::with_prefix_in("object-", tmp)?;
-    let mut writer = ObjectWriter::new(BufWriter::new(file.as_file_mut()), level)?;
+    let mut file = pool.scratch()?;
+    let mut writer = ObjectWriter::new(BufWriter::new(&mut file.file), level)?;
     let mut last = None;
     while let Some(Reverse((line, index))) = heap.pop() {
         let item = heads[index].take().expect("a queued run has a head");
@@ -192,7 +197,7 @@ pub(crate) fn build(
     }
     let (out, summary) = writer.finish()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    let size = file.as_file().metadata()?.len();
+    let size = file.file.metadata()?.len();
     Ok(Some(Built {
         file,
         size,
@@ -224,6 +229,10 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, buf).unwrap();
         path
+    }
+
+    fn pool(dir: &Path) -> Arc<FilePool> {
+        Arc::new(FilePool::new(dir))
     }
 
     fn read(built: &Built) -> Vec<(i64, String)> {
@@ -262,6 +271,7 @@ mod tests {
                 dir.path(),
                 3,
                 budget,
+                &pool(dir.path()),
             )
             .unwrap()
             .unwrap();
@@ -278,9 +288,13 @@ mod tests {
             );
             assert_eq!(built.summary.lines, 5);
         }
-        // Run files are gone once the build is done.
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(left.len(), 2);
+        // Run files are gone once the build is done; the object's file went back to the pool.
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with("free-"))
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]
@@ -288,7 +302,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
         assert!(
-            build(None, &[missing], dir.path(), 3, 1024)
+            build(None, &[missing], dir.path(), 3, 1024, &pool(dir.path()))
                 .unwrap()
                 .is_none()
         );
@@ -298,6 +312,16 @@ mod tests {
     fn a_damaged_previous_object_fails_the_build() {
         let dir = tempfile::tempdir().unwrap();
         let a = write_segment(dir.path(), "a", &[entry(1, "x")]);
-        assert!(build(Some(b"garbage"), &[a], dir.path(), 3, 1024).is_err());
+        assert!(
+            build(
+                Some(b"garbage"),
+                &[a],
+                dir.path(),
+                3,
+                1024,
+                &pool(dir.path())
+            )
+            .is_err()
+        );
     }
 }

@@ -9,6 +9,7 @@
 mod build;
 mod engine;
 pub mod format;
+mod pool;
 mod read;
 mod settings;
 mod spool;

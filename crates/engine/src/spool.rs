@@ -5,8 +5,10 @@
 //! ```text
 //! lock                      held (flock) while an engine uses the spool
 //! steps/<id>.<seg>.ndjson   segment <seg> of step <id>: the entries' JSON as the host sent it
-//! steps/<id>.finished       StepFinished came (archive after the grace period, not idle)
-//! tmp/                      archive objects and sort runs being built; emptied at start
+//! finished                  ids of steps whose StepFinished came, one per line (archive
+//!                           after the grace period rather than the idle timeout)
+//! tmp/                      archive objects and sort runs being built, empty files kept
+//!                           ready for reuse (see `pool.rs`); emptied at start
 //! ```
 //!
 //! A step's lines are spread over numbered segments because archiving *seals* the current
@@ -26,6 +28,7 @@ use logservice::StepId;
 use lru::LruCache;
 
 use crate::format::{RawRecord, Record, RecordError, RecordReader};
+use crate::pool::FilePool;
 
 pub(crate) struct Spool {
     root: PathBuf,
@@ -33,6 +36,10 @@ pub(crate) struct Spool {
     tmp: PathBuf,
     handles: Mutex<LruCache<(StepId, u32), Arc<File>>>,
     dirty: Mutex<Dirty>,
+    pool: Arc<FilePool>,
+    /// The `finished` journal, open for appending. A journal rather than a marker file per
+    /// step, so StepFinished never creates or deletes a file.
+    finished: Mutex<File>,
 }
 
 /// What the background sync still has to flush.
@@ -103,6 +110,8 @@ impl Spool {
             fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
         }
         private_dir(&tmp).map_err(context("cannot create spool directory", &tmp))?;
+        let finished_path = root.join("finished");
+        let finished = open_journal(&finished_path)?;
         let capacity = NonZeroUsize::new(max_open_files.max(1)).expect("at least one");
         let spool = Self {
             root: root.to_owned(),
@@ -110,6 +119,8 @@ impl Spool {
             tmp,
             handles: Mutex::new(LruCache::new(capacity)),
             dirty: Mutex::default(),
+            pool: Arc::new(FilePool::new(&root.join("tmp"))),
+            finished: Mutex::new(finished),
         };
         Ok((spool, lock))
     }
@@ -122,12 +133,13 @@ impl Spool {
         &self.tmp
     }
 
-    pub fn segment_path(&self, id: StepId, segment: u32) -> PathBuf {
-        self.steps.join(format!("{id}.{segment}.ndjson"))
+    /// Empty files for new segments and archive builds (see [`FilePool`]).
+    pub fn pool(&self) -> &Arc<FilePool> {
+        &self.pool
     }
 
-    fn marker_path(&self, id: StepId) -> PathBuf {
-        self.steps.join(format!("{id}.finished"))
+    pub fn segment_path(&self, id: StepId, segment: u32) -> PathBuf {
+        self.steps.join(format!("{id}.{segment}.ndjson"))
     }
 
     pub fn open_files(&self) -> usize {
@@ -146,7 +158,7 @@ impl Spool {
         sync: bool,
     ) -> io::Result<()> {
         let path = self.segment_path(id, segment);
-        let file = self.handle(id, segment, &path)?;
+        let file = self.handle(id, segment, &path, len == 0)?;
         if let Err(e) = (&*file).write_all(records) {
             let _ = file.set_len(len);
             return Err(context("cannot write spool file", &path)(e));
@@ -165,7 +177,9 @@ impl Spool {
         Ok(())
     }
 
-    fn handle(&self, id: StepId, segment: u32, path: &Path) -> io::Result<Arc<File>> {
+    /// The cached handle of a segment, opened on a miss; a `new` segment (nothing
+    /// acknowledged in it yet) is first placed from the file pool.
+    fn handle(&self, id: StepId, segment: u32, path: &Path, new: bool) -> io::Result<Arc<File>> {
         if let Some(file) = self
             .handles
             .lock()
@@ -173,6 +187,11 @@ impl Spool {
             .get(&(id, segment))
         {
             return Ok(file.clone());
+        }
+        if new {
+            self.pool
+                .place(path)
+                .map_err(context("cannot create spool file", path))?;
         }
         let file = Arc::new(
             OpenOptions::new()
@@ -223,39 +242,42 @@ impl Spool {
             .map_err(context("cannot fsync spool file", path))
     }
 
-    pub fn write_marker(&self, id: StepId) -> io::Result<()> {
-        let path = self.marker_path(id);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map(drop)
-            .map_err(context("cannot write", &path))
+    /// Records that StepFinished came for a step: a hint for recovery only (without it, a
+    /// step is archived after the idle timeout instead of right after a restart), so it is
+    /// not fsynced on its own.
+    pub fn mark_finished(&self, id: StepId) -> io::Result<()> {
+        let line = format!("{id}\n");
+        let file = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        (&*file)
+            .write_all(line.as_bytes())
+            .map_err(context("cannot write", &self.root.join("finished")))
     }
 
-    /// Removes the given segments and, if asked, the finished marker. Missing files are fine.
-    pub fn remove(
-        &self,
-        id: StepId,
-        segments: impl IntoIterator<Item = u32>,
-        marker: bool,
-    ) -> io::Result<()> {
+    /// Removes the given segments (their files go back to the pool, emptied). Missing files
+    /// are fine.
+    pub fn remove(&self, id: StepId, segments: impl IntoIterator<Item = u32>) -> io::Result<()> {
         for segment in segments {
             self.forget_handle(id, segment);
-            remove_if_exists(&self.segment_path(id, segment))?;
-        }
-        if marker {
-            remove_if_exists(&self.marker_path(id))?;
+            let path = self.segment_path(id, segment);
+            self.pool
+                .give_back(&path)
+                .map_err(context("cannot remove", &path))?;
         }
         Ok(())
     }
 
-    /// Scans the spool after a start: every step with segments or a marker, torn tails cut
-    /// off (a crash in the middle of a write leaves a partial last record that was never
-    /// acknowledged), empty segments removed.
+    /// Scans the spool after a start: every step with segments, and whether it finished;
+    /// torn tails cut off (a crash in the middle of a write leaves a partial last record that
+    /// was never acknowledged), empty segments removed. The `finished` journal is rewritten
+    /// with the steps still in the spool, so it only grows between two starts.
     pub fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
+        let journal = self.root.join("finished");
+        let text = fs::read(&journal).map_err(context("cannot read", &journal))?;
+        // A damaged line only loses its hint; never a reason not to start.
+        let mut finished: BTreeSet<StepId> = String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|line| line.parse().ok().and_then(|id| StepId::new(id).ok()))
+            .collect();
         let mut found: BTreeMap<StepId, Recovered> = BTreeMap::new();
         for item in fs::read_dir(&self.steps).map_err(context("cannot read", &self.steps))? {
             let item = item?;
@@ -270,7 +292,9 @@ impl Spool {
                 continue;
             };
             if rest == "finished" {
-                found.entry(id).or_default().finished = true;
+                // A marker file of an earlier version: now a journal line.
+                finished.insert(id);
+                remove_if_exists(&item.path())?;
                 continue;
             }
             let segment = rest
@@ -287,6 +311,20 @@ impl Spool {
                 remove_if_exists(&path)?;
             }
         }
+        let mut kept = String::new();
+        for (id, step) in &mut found {
+            step.finished = finished.contains(id);
+            if step.finished {
+                kept.push_str(&format!("{id}\n"));
+            }
+        }
+        let rewritten = self.tmp.join("finished");
+        fs::write(&rewritten, kept)
+            .and_then(|()| File::open(&rewritten)?.sync_all())
+            .and_then(|()| fs::rename(&rewritten, &journal))
+            .and_then(|()| sync_dir(&self.root))
+            .map_err(context("cannot rewrite", &journal))?;
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = open_journal(&journal)?;
         Ok(found)
     }
 }
@@ -368,6 +406,15 @@ pub(crate) fn read_segment_raw(
     }
 }
 
+fn open_journal(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(context("cannot open", path))
+}
+
 fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context("cannot remove", path)(e)),
@@ -379,4 +426,47 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)
         .and_then(|d| d.sync_all())
         .map_err(context("cannot fsync directory", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: i64) -> StepId {
+        StepId::new(n).unwrap()
+    }
+
+    /// The journal survives a restart for steps still in the spool, converts the marker files
+    /// of earlier versions, and is compacted to what is still needed.
+    #[test]
+    fn finished_journal_is_recovered_converted_and_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+            spool.recover().unwrap();
+            for n in [1, 2, 3] {
+                spool.append(id(n), 0, 0, b"{\"line\":0}\n", false).unwrap();
+            }
+            spool.mark_finished(id(1)).unwrap();
+            spool.mark_finished(id(9)).unwrap(); // finished, then archived: no segments left
+            spool.sync_pending().unwrap();
+        }
+        std::fs::write(dir.path().join("steps/2.finished"), b"").unwrap();
+
+        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        let found = spool.recover().unwrap();
+        let finished: Vec<(i64, bool)> =
+            found.iter().map(|(id, s)| (id.get(), s.finished)).collect();
+        assert_eq!(finished, [(1, true), (2, true), (3, false)]);
+        assert!(!dir.path().join("steps/2.finished").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("finished")).unwrap(),
+            "1\n2\n"
+        );
+        spool.mark_finished(id(3)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("finished")).unwrap(),
+            "1\n2\n3\n"
+        );
+    }
 }

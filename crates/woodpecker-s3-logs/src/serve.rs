@@ -34,7 +34,9 @@ pub fn run() -> ! {
     }
     let config = Config::from_source(&ProcessEnv).unwrap_or_else(|e| fail(&e.to_string()));
 
-    let runtime = tokio::runtime::Runtime::new()
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .unwrap_or_else(|e| fail(&format!("cannot start the async runtime: {e}")));
     runtime.block_on(async move {
         let store = config.open_store().await.unwrap_or_else(|e| fail(&e));
