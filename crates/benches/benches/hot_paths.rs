@@ -2,10 +2,12 @@
 //!
 //! * `gob_decode/log_append_1MiB`: the net/rpc server's reader on the bytes of one full
 //!   agent batch (`goplugin::netrpc::read_requests`, the same reader the server loop runs);
-//! * `entry_parsing/log_append_1MiB`: `LogHandler` parsing that request's JSON into entries
-//!   and handing them to a store that keeps nothing, i.e. the plugin side minus storage;
+//! * `entry_parsing/log_append_1MiB`: `LogHandler` taking that request's JSON apart (the
+//!   step decoded, the entries checked and kept as text) and handing them to a store that
+//!   keeps nothing, i.e. the plugin side minus storage;
 //! * `archive_encode/100k_lines`: `engine::format::ObjectWriter` at the default zstd level;
-//! * `find_reply/100k_lines`: the JSON of a 100k-line `LogFind` answer.
+//! * `find_reply/100k_lines`: the JSON of a 100k-line `LogFind` answer, spliced from an
+//!   archived object as the engine does (`engine::read::log_json`).
 //!
 //! Run with `CARGO_TARGET_DIR=/work/target-bench cargo bench -p benches` after
 //! `bench/corpus.sh`. Throughput is reported per byte of the input each path reads.
@@ -18,7 +20,7 @@ use engine::format::ObjectWriter;
 use goplugin::netrpc::read_requests;
 use goplugin::{Handler, Limits, Value};
 use logservice::addon::LogHandler;
-use logservice::{LogEntry, LogError, LogService, Step};
+use logservice::{EntryRecords, LogEntry, LogError, LogService, Step};
 
 /// A store that drops what it gets, so that only the protocol binding is measured.
 struct Discard;
@@ -29,6 +31,10 @@ impl LogService for Discard {
     }
     async fn log_append(&self, _: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
         std::hint::black_box(entries);
+        Ok(())
+    }
+    async fn log_append_records(&self, _: &Step, records: EntryRecords) -> Result<(), LogError> {
+        std::hint::black_box(records);
         Ok(())
     }
     async fn log_delete(&self, _: &Step) -> Result<(), LogError> {
@@ -86,11 +92,23 @@ fn hot_paths(c: &mut Criterion) {
     });
     g.finish();
 
+    let (object, summary) = {
+        let mut w = ObjectWriter::new(Vec::new(), 3).expect("zstd encoder");
+        for e in &many {
+            w.push(e).expect("in order");
+        }
+        w.finish().expect("finish")
+    };
+    let info = archive::ObjectInfo {
+        size: object.len() as u64,
+        meta: summary.to_meta(logservice::StepId::new(step.id).expect("valid id")),
+    };
+    let staged = engine::read::Staged::default();
     let mut g = c.benchmark_group("find_reply");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(raw));
     g.bench_function("100k_lines", |b| {
-        b.iter(|| serde_json::to_vec(&many).expect("serializes"))
+        b.iter(|| engine::read::log_json(Some((&object, &info)), &staged).expect("splices"))
     });
     g.finish();
 }

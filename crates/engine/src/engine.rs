@@ -28,10 +28,43 @@ use crate::spool::Spool;
 /// stop (dropping it stops the background work too, without the final fsync).
 pub struct Engine {
     inner: Arc<Inner>,
+    background: Background,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The spool's lock, released when the engine goes.
     _lock: File,
+}
+
+/// The engine's own Tokio runtime, on a thread of its own, where archiving and the spool's
+/// housekeeping run: uploads (the S3 client's signing, HTTP and XML work) then never take the
+/// thread that answers the host's calls, which keeps LogAppend fast while archives upload.
+struct Background {
+    handle: tokio::runtime::Handle,
+    /// Dropped with the engine: the thread then stops its runtime, abandoning what runs.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Background {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("archive-blocking")
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("archive".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_background();
+            })?;
+        Ok(Self {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 /// Counters for operators and the benchmark.
@@ -56,6 +89,8 @@ pub struct EngineStats {
 pub enum StartError {
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    #[error("cannot start the archive thread: {0}")]
+    Background(std::io::Error),
 }
 
 #[derive(Default)]
@@ -298,16 +333,28 @@ impl Engine {
             counters: Counters::default(),
         });
         let (stop, stop_rx) = watch::channel(false);
+        let background = Background::start().map_err(StartError::Background)?;
         let tasks = vec![
-            tokio::spawn(sync_loop(inner.clone(), stop_rx.clone())),
-            tokio::spawn(scheduler_loop(inner.clone(), stop_rx)),
+            background
+                .handle
+                .spawn(sync_loop(inner.clone(), stop_rx.clone())),
+            background
+                .handle
+                .spawn(scheduler_loop(inner.clone(), stop_rx)),
         ];
         Ok(Self {
             inner,
+            background,
             stop,
             tasks: Mutex::new(tasks),
             _lock: lock,
         })
+    }
+
+    /// The runtime archiving runs on, for other background work that talks to the archive
+    /// (such as a start-up check of the bucket), so that it stays off the caller's threads.
+    pub fn background(&self) -> &tokio::runtime::Handle {
+        &self.background.handle
     }
 
     pub fn settings(&self) -> &EngineSettings {

@@ -10,7 +10,7 @@ mod build;
 mod engine;
 pub mod format;
 mod pool;
-mod read;
+pub mod read;
 mod settings;
 mod spool;
 

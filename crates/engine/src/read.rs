@@ -18,7 +18,7 @@ use crate::spool::read_segment_raw;
 
 /// The staged (spool) records of a step, the first write of each line.
 #[derive(Default)]
-pub(crate) struct Staged {
+pub struct Staged {
     text: Vec<u8>,
     lines: BTreeMap<i64, Range<usize>>,
 }
@@ -30,7 +30,7 @@ impl Staged {
 
     /// Adds the records of one segment, in file order, up to `limit` bytes (the acknowledged
     /// length of a segment still being appended to).
-    pub fn read_segment(&mut self, path: &Path, limit: Option<u64>) -> io::Result<()> {
+    pub(crate) fn read_segment(&mut self, path: &Path, limit: Option<u64>) -> io::Result<()> {
         read_segment_raw(path, limit, |line, record| {
             let record = record.strip_suffix(b"\n").unwrap_or(record);
             let text = &mut self.text;
@@ -56,7 +56,7 @@ impl Staged {
 /// A record of the object that is not a log entry makes the whole read fail (the object is
 /// damaged, and a partial answer would look complete); a staged one is skipped with a
 /// warning, as the spool's readers always do.
-pub(crate) fn log_json(
+pub fn log_json(
     object: Option<(&[u8], &ObjectInfo)>,
     staged: &Staged,
 ) -> Result<Vec<u8>, RecordError> {

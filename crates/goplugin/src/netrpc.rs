@@ -341,6 +341,9 @@ async fn read_request<R: AsyncRead + Unpin>(
     Ok(Some((service_method, seq, body)))
 }
 
+/// Replies up to this size are copied behind their header and sent in one write.
+const SMALL_REPLY: usize = 64 << 10;
+
 /// The one writer of a server stream; ends (closing the stream) when every sender is gone.
 async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Reply>) {
     let mut encoder = Encoder::new();
@@ -348,11 +351,17 @@ async fn write_replies<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedR
     while let Some(reply) = rx.recv().await {
         header.clear();
         let body = encode_reply(&mut encoder, reply, &mut header);
-        // Two writes, no copy of a possibly huge body: this task is the stream's only
-        // writer, so nothing can come between them.
-        let written = match w.write_all(&header).await {
-            Ok(()) => w.write_all(&body).await,
-            Err(e) => Err(e),
+        // A small reply goes out in one write, so the peer gets it in one yamux frame; a
+        // large body is written from its own buffer, not copied: this task is the stream's
+        // only writer, so nothing can come between the two writes.
+        let written = if body.len() <= SMALL_REPLY {
+            header.extend_from_slice(&body);
+            w.write_all(&header).await
+        } else {
+            match w.write_all(&header).await {
+                Ok(()) => w.write_all(&body).await,
+                Err(e) => Err(e),
+            }
         };
         if let Err(error) = written {
             tracing::debug!(%error, "rpc stream closed while replying");

@@ -43,7 +43,7 @@ pub fn run() -> ! {
         let engine = Engine::start(config.engine.clone(), store.object_store())
             .await
             .unwrap_or_else(|e| fail(&e.to_string()));
-        tokio::spawn(async move {
+        engine.background().spawn(async move {
             match store.check().await {
                 Ok(()) => tracing::debug!("archive backend reachable"),
                 Err(error) => tracing::warn!(
