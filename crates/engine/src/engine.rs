@@ -213,8 +213,10 @@ fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
     base.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-/// The largest batch appended on the calling thread instead of a blocking one.
-const INLINE_APPEND: usize = 2 << 20;
+/// The largest batch appended on the calling thread instead of a blocking one: paced agent
+/// batches (tens of KiB) skip two thread hand-offs, while a full 1 MiB batch is written on
+/// a blocking thread so the caller's thread reads the next request meanwhile.
+const INLINE_APPEND: usize = 256 << 10;
 
 /// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
 /// must not take every later call down with it.
@@ -962,10 +964,9 @@ impl LogService for Engine {
         if records.is_empty() {
             return Ok(());
         }
-        // An agent-sized batch (Woodpecker flushes at most 1 MiB) is one write() into the page
-        // cache, a few microseconds: done here, it spares the call two thread hand-offs, which
-        // on a busy machine are what makes an append slow. fsync and huge batches go to a
-        // blocking thread.
+        // A small batch is one write() into the page cache, a few microseconds: done here, it
+        // spares the call two thread hand-offs, which on a busy machine are what makes an
+        // append slow. fsync and large batches go to a blocking thread.
         if self.inner.settings.sync != SyncMode::Always
             && records.as_ndjson().len() <= INLINE_APPEND
         {

@@ -24,6 +24,9 @@ pub const HANDSHAKE: HandshakeConfig = HandshakeConfig {
 /// The name Woodpecker dispenses (`pluginKey`).
 pub const PLUGIN_NAME: &str = "log";
 
+/// LogAppend arguments up to this size are parsed where the call runs.
+const INLINE_PARSE: usize = 256 << 10;
+
 const METHODS: [&str; 4] = ["LogFind", "LogAppend", "LogDelete", "StepFinished"];
 
 /// Woodpecker's `argumentsAppend`, as the host writes it.
@@ -60,7 +63,15 @@ impl<S: LogService> LogHandler<S> {
         let service = &self.0;
         match method {
             "LogAppend" => {
-                let (step, records) = parse_append(json)?;
+                // A large batch is taken apart on a blocking thread, so the stream's reader
+                // (often the thread that runs this) goes on reading the next request.
+                let (step, records) = if json.len() > INLINE_PARSE {
+                    tokio::task::spawn_blocking(move || parse_append(json))
+                        .await
+                        .map_err(|e| format!("{method}: {e}"))??
+                } else {
+                    parse_append(json)?
+                };
                 service
                     .log_append_records(&step, records)
                     .await
