@@ -164,9 +164,7 @@ func spoolFiles(dir string, step *woodpecker.Step) []string {
 	return files
 }
 
-// spoolSegments lists the step's spool segments (its staged lines). The zero-byte
-// "finished" marker is not counted: the addon keeps it until IDLE_TIMEOUT after the
-// archive, so that late lines are re-archived after the short grace period.
+// spoolSegments lists the step's spool segments (its staged lines).
 func spoolSegments(dir string, step *woodpecker.Step) []string {
 	files, _ := filepath.Glob(filepath.Join(dir, "spool", "steps", strconv.FormatInt(step.ID, 10)+".*.ndjson"))
 	return files
