@@ -226,7 +226,7 @@ def main():
         load_before = [float(x) for x in args.load_before.split()] if args.load_before else []
         if load_before and load_before[0] > 0.5 * int(m["nproc"]):
             busy = (f" **The machine was busy**: the 1-minute load average was {load_before[0]:.2f} "
-                    f"before the run (other engineers compiling on the same {m['nproc']} cores), "
+                    f"before the run (other work on the same {m['nproc']} cores), "
                     "so absolute figures are pessimistic; ratios come from the same run.")
         md = [
             "# Benchmarks",
