@@ -53,7 +53,7 @@ impl Run<'_> {
         match self {
             Run::Memory(items) => Ok(items.next()),
             Run::Spilled(reader, file) => match reader.next_raw() {
-                Ok(RawRecord::Line(line, bytes)) => Ok(Some(Item {
+                Ok(RawRecord::Line { line, bytes, .. }) => Ok(Some(Item {
                     line,
                     record: bytes.to_vec(),
                 })),
@@ -67,17 +67,26 @@ impl Run<'_> {
             Run::Object(reader) => {
                 let offset = reader.offset();
                 match reader.next_raw() {
-                    Ok(RawRecord::Line(line, bytes)) => {
-                        // Checked (and re-encoded unless canonical), so a damaged record
-                        // is caught here instead of copied into the next object.
-                        let mut record = Vec::with_capacity(bytes.len());
-                        logservice::push_canonical(&bytes[..bytes.len() - 1], &mut record)
-                            .map_err(|e| {
-                                invalid(format!(
-                                    "the previous archive object: record at byte {offset}: {e}"
-                                ))
-                            })?;
-                        record.push(b'\n');
+                    Ok(RawRecord::Line {
+                        line,
+                        bytes,
+                        canonical,
+                    }) => {
+                        // Non-canonical records are checked and re-encoded, so a damaged
+                        // record is caught here instead of copied into the next object.
+                        let record = if canonical {
+                            bytes.to_vec()
+                        } else {
+                            let mut record = Vec::with_capacity(bytes.len());
+                            logservice::push_canonical(&bytes[..bytes.len() - 1], &mut record)
+                                .map_err(|e| {
+                                    invalid(format!(
+                                        "the previous archive object: record at byte {offset}: {e}"
+                                    ))
+                                })?;
+                            record.push(b'\n');
+                            record
+                        };
                         Ok(Some(Item { line, record }))
                     }
                     Ok(RawRecord::End) => Ok(None),
@@ -141,7 +150,7 @@ pub(crate) fn build(
     let mut chunk_bytes = 0usize;
     let mut spill_error = None;
     for path in segments {
-        read_segment_raw(path, None, |line, record| {
+        read_segment_raw(path, None, |line, record, _| {
             if spill_error.is_some() {
                 return;
             }

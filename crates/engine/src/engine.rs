@@ -705,7 +705,7 @@ impl Inner {
                 let (file, size, summary) = (built.file, built.size, built.summary);
                 // Recycling the file frees its blocks, which can take milliseconds (the
                 // file system may discard them on the device): never on the runtime.
-                let _ = background("archive-cleanup", move || drop(file)).await;
+                blocking(move || drop(file)).await;
                 uploaded?;
                 self.counters
                     .archive_uploads
@@ -728,9 +728,8 @@ impl Inner {
     ) -> Result<(), String> {
         let inner = self.clone();
         let segments = sealed.clone();
-        background("archive-cleanup", move || inner.spool.remove(id, segments))
+        blocking(move || inner.spool.remove(id, segments))
             .await
-            .and_then(|removed| removed)
             .map_err(|e| format!("removing archived spool segments: {e}"))?;
         let mut state = lock(&slot.state);
         state.first_segment = state.first_segment.max(sealed.end);
@@ -903,16 +902,15 @@ async fn sync_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
         }
         let worker = inner.clone();
-        if let Err(e) = blocking(move || worker.sync()).await {
-            tracing::error!(error = %e, "spool fsync failed");
-        }
-        let pool = inner.spool.pool().clone();
-        match background("spool-pool", move || pool.refill()).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) | Err(e) => {
+        blocking(move || {
+            if let Err(e) = worker.sync() {
+                tracing::error!(error = %e, "spool fsync failed");
+            }
+            if let Err(e) = worker.spool.pool().refill() {
                 tracing::warn!(error = %e, "cannot prepare empty spool files");
             }
-        }
+        })
+        .await;
     }
 }
 

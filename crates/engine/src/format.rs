@@ -212,19 +212,23 @@ impl<R: BufRead> RecordReader<R> {
             Filled::Line(start) => start,
         };
         let record = &self.buf[..self.buf.len() - 1];
-        let line = match logservice::canonical_line(record) {
-            Some(line) => line,
+        let (line, canonical) = match logservice::canonical_line(record) {
+            Some(line) => (line, true),
             None => {
                 let LineOnly { line } =
                     serde_json::from_slice(record).map_err(|source| RecordError::Json {
                         offset: start,
                         source,
                     })?;
-                line
+                (line, false)
             }
         };
         self.check_order(line, start)?;
-        Ok(RawRecord::Line(line, &self.buf))
+        Ok(RawRecord::Line {
+            line,
+            bytes: &self.buf,
+            canonical,
+        })
     }
 }
 
@@ -236,8 +240,18 @@ enum Filled {
 
 /// [`Record`] without decoding: a line number and the record's bytes.
 pub enum RawRecord<'a> {
-    Line(i64, &'a [u8]),
-    Torn { offset: u64, len: u64 },
+    /// `bytes` include the newline. `canonical`: the record is exactly Go's JSON of a log
+    /// entry (see [`logservice::canonical_line`]), so it can be copied into an answer as it
+    /// is; otherwise it is only known to be a JSON object with an integer `line`.
+    Line {
+        line: i64,
+        bytes: &'a [u8],
+        canonical: bool,
+    },
+    Torn {
+        offset: u64,
+        len: u64,
+    },
     End,
 }
 

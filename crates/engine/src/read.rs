@@ -20,7 +20,8 @@ use crate::spool::read_segment_raw;
 #[derive(Default)]
 pub struct Staged {
     text: Vec<u8>,
-    lines: BTreeMap<i64, Range<usize>>,
+    /// Where each line's record lies in `text`, and whether it is canonical.
+    lines: BTreeMap<i64, (Range<usize>, bool)>,
 }
 
 impl Staged {
@@ -31,21 +32,21 @@ impl Staged {
     /// Adds the records of one segment, in file order, up to `limit` bytes (the acknowledged
     /// length of a segment still being appended to).
     pub(crate) fn read_segment(&mut self, path: &Path, limit: Option<u64>) -> io::Result<()> {
-        read_segment_raw(path, limit, |line, record| {
+        read_segment_raw(path, limit, |line, record, canonical| {
             let record = record.strip_suffix(b"\n").unwrap_or(record);
             let text = &mut self.text;
             self.lines.entry(line).or_insert_with(|| {
                 let start = text.len();
                 text.extend_from_slice(record);
-                start..text.len()
+                (start..text.len(), canonical)
             });
         })
     }
 
-    fn records(&self) -> impl Iterator<Item = (i64, &[u8])> {
+    fn records(&self) -> impl Iterator<Item = (i64, &[u8], bool)> {
         self.lines
             .iter()
-            .map(|(line, range)| (*line, &self.text[range.clone()]))
+            .map(|(line, (range, canonical))| (*line, &self.text[range.clone()], *canonical))
     }
 }
 
@@ -67,8 +68,12 @@ pub fn log_json(
         let mut reader = format::object_reader(bytes)?;
         loop {
             let offset = reader.offset();
-            let (line, record) = match reader.next_raw()? {
-                RawRecord::Line(line, record) => (line, record),
+            let (line, record, canonical) = match reader.next_raw()? {
+                RawRecord::Line {
+                    line,
+                    bytes,
+                    canonical,
+                } => (line, bytes, canonical),
                 RawRecord::End => break,
                 RawRecord::Torn { offset, .. } => {
                     return Err(RecordError::Io(io::Error::new(
@@ -77,20 +82,20 @@ pub fn log_json(
                     )));
                 }
             };
-            while let Some((staged_line, staged_record)) =
-                staged_records.next_if(|(staged_line, _)| *staged_line <= line)
+            while let Some((staged_line, staged_record, staged_canonical)) =
+                staged_records.next_if(|(staged_line, ..)| *staged_line <= line)
             {
                 if staged_line < line {
-                    answer.push_staged(staged_record);
+                    answer.push_staged(staged_record, staged_canonical);
                 }
             }
             answer
-                .push(record.strip_suffix(b"\n").unwrap_or(record))
+                .push(record.strip_suffix(b"\n").unwrap_or(record), canonical)
                 .map_err(|source| RecordError::Json { offset, source })?;
         }
     }
-    for (_, record) in staged_records {
-        answer.push_staged(record);
+    for (_, record, canonical) in staged_records {
+        answer.push_staged(record, canonical);
     }
     Ok(answer.finish())
 }
@@ -122,10 +127,16 @@ impl JsonArray {
         Self { out }
     }
 
-    fn push(&mut self, record: &[u8]) -> Result<(), serde_json::Error> {
+    /// Adds a record: copied when the reader found it `canonical` already, decoded and
+    /// re-encoded otherwise.
+    fn push(&mut self, record: &[u8], canonical: bool) -> Result<(), serde_json::Error> {
         let len = self.out.len();
         if len > 1 {
             self.out.push(b',');
+        }
+        if canonical {
+            self.out.extend_from_slice(record);
+            return Ok(());
         }
         logservice::push_canonical(record, &mut self.out)
             .map(drop)
@@ -134,8 +145,8 @@ impl JsonArray {
             })
     }
 
-    fn push_staged(&mut self, record: &[u8]) {
-        if let Err(error) = self.push(record) {
+    fn push_staged(&mut self, record: &[u8], canonical: bool) {
+        if let Err(error) = self.push(record, canonical) {
             tracing::warn!(%error, "skipping an unreadable record in the spool");
         }
     }

@@ -28,7 +28,7 @@ use logservice::StepId;
 use lru::LruCache;
 
 use crate::format::{RawRecord, Record, RecordError, RecordReader};
-use crate::pool::FilePool;
+use crate::pool::{self, FilePool};
 
 pub(crate) struct Spool {
     root: PathBuf,
@@ -37,6 +37,7 @@ pub(crate) struct Spool {
     handles: Mutex<LruCache<(StepId, u32), Arc<File>>>,
     dirty: Mutex<Dirty>,
     pool: Arc<FilePool>,
+    finished_path: PathBuf,
     /// The `finished` journal, open for appending. A journal rather than a marker file per
     /// step, so StepFinished never creates or deletes a file.
     finished: Mutex<File>,
@@ -112,6 +113,7 @@ impl Spool {
         private_dir(&tmp).map_err(context("cannot create spool directory", &tmp))?;
         let finished_path = root.join("finished");
         let finished = open_journal(&finished_path)?;
+        let pool = Arc::new(FilePool::new(&tmp));
         let capacity = NonZeroUsize::new(max_open_files.max(1)).expect("at least one");
         let spool = Self {
             root: root.to_owned(),
@@ -119,7 +121,8 @@ impl Spool {
             tmp,
             handles: Mutex::new(LruCache::new(capacity)),
             dirty: Mutex::default(),
-            pool: Arc::new(FilePool::new(&root.join("tmp"))),
+            pool,
+            finished_path,
             finished: Mutex::new(finished),
         };
         Ok((spool, lock))
@@ -250,7 +253,7 @@ impl Spool {
         let file = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         (&*file)
             .write_all(line.as_bytes())
-            .map_err(context("cannot write", &self.root.join("finished")))
+            .map_err(context("cannot write", &self.finished_path))
     }
 
     /// Removes the given segments (their files go back to the pool, emptied). Missing files
@@ -271,8 +274,8 @@ impl Spool {
     /// was never acknowledged), empty segments removed. The `finished` journal is rewritten
     /// with the steps still in the spool, so it only grows between two starts.
     pub fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
-        let journal = self.root.join("finished");
-        let text = fs::read(&journal).map_err(context("cannot read", &journal))?;
+        let journal = &self.finished_path;
+        let text = fs::read(journal).map_err(context("cannot read", journal))?;
         // A damaged line only loses its hint; never a reason not to start.
         let mut finished: BTreeSet<StepId> = String::from_utf8_lossy(&text)
             .lines()
@@ -321,10 +324,10 @@ impl Spool {
         let rewritten = self.tmp.join("finished");
         fs::write(&rewritten, kept)
             .and_then(|()| File::open(&rewritten)?.sync_all())
-            .and_then(|()| fs::rename(&rewritten, &journal))
+            .and_then(|()| fs::rename(&rewritten, journal))
             .and_then(|()| sync_dir(&self.root))
-            .map_err(context("cannot rewrite", &journal))?;
-        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = open_journal(&journal)?;
+            .map_err(context("cannot rewrite", journal))?;
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = open_journal(journal)?;
         Ok(found)
     }
 }
@@ -376,14 +379,14 @@ fn repair_segment(path: &Path) -> io::Result<bool> {
     Ok(records > 0)
 }
 
-/// Calls `visit` with the line and bytes (newline included) of every complete record of a
-/// segment, in file order, without decoding `data`, up to `limit` bytes (the acknowledged
+/// Calls `visit` with the line, bytes (newline included) and canonical form (see
+/// [`RawRecord`]) of every complete record of a segment, in file order, without decoding `data`, up to `limit` bytes (the acknowledged
 /// length of a segment still being appended to). A missing segment (already archived and
 /// removed) has no records; records that are not valid JSON are skipped with a warning.
 pub(crate) fn read_segment_raw(
     path: &Path,
     limit: Option<u64>,
-    mut visit: impl FnMut(i64, &[u8]),
+    mut visit: impl FnMut(i64, &[u8], bool),
 ) -> io::Result<()> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -394,7 +397,11 @@ pub(crate) fn read_segment_raw(
     let mut reader = RecordReader::unsorted(reader);
     loop {
         match reader.next_raw() {
-            Ok(RawRecord::Line(line, bytes)) => visit(line, bytes),
+            Ok(RawRecord::Line {
+                line,
+                bytes,
+                canonical,
+            }) => visit(line, bytes, canonical),
             // Only a write still in flight past `limit`; recovery repaired real tears.
             Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
             Err(RecordError::Json { offset, source }) => {
@@ -416,10 +423,7 @@ fn open_journal(path: &Path) -> io::Result<File> {
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context("cannot remove", path)(e)),
-        _ => Ok(()),
-    }
+    pool::remove_if_exists(path).map_err(context("cannot remove", path))
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
