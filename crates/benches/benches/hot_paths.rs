@@ -12,6 +12,9 @@
 //! Run with `CARGO_TARGET_DIR=/work/target-bench cargo bench -p benches` after
 //! `bench/corpus.sh`. Throughput is reported per byte of the input each path reads.
 
+// `criterion_group!` generates a public function it gives no doc comment.
+#![allow(missing_docs)]
+
 use std::sync::Arc;
 
 use benches::{agent_batch, append_json, corpus_lines, entries, rpc_request, step};

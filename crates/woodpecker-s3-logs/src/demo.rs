@@ -52,7 +52,7 @@ const PIPELINE: &[(&str, &[&str])] = &[
 /// Lines per LogAppend call, about what an agent sends per second for a chatty step.
 const BATCH: usize = 100;
 
-pub async fn run() -> Result<(), String> {
+pub(crate) async fn run() -> Result<(), String> {
     let demo_dir = std::env::temp_dir().join("woodpecker-s3-logs-demo");
     let mut overrides: Vec<(String, String)> = Vec::new();
     let env: HashMap<String, String> = std::env::vars().collect();

@@ -7,7 +7,7 @@ use logservice::{LogEntry, StepId};
 
 use crate::config::Config;
 
-pub async fn run(step_id: i64, json: bool) -> Result<(), String> {
+pub(crate) async fn run(step_id: i64, json: bool) -> Result<(), String> {
     let id = StepId::new(step_id).map_err(|e| e.to_string())?;
     let config = Config::from_source(&ProcessEnv).map_err(|e| e.to_string())?;
     let store = config.open_store().await?;

@@ -20,7 +20,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Order matters: the cookie check comes before anything touches the disk or stderr, logging
 /// is hclog JSON from the first line on, and configuration errors end the start with one
 /// line naming the variable, which Woodpecker shows in its log.
-pub fn run() -> ! {
+pub(crate) fn run() -> ! {
     if !HANDSHAKE.cookie_present() {
         goplugin::process::write_stderr(
             format!("{}\n", goplugin::handshake::COOKIE_MISMATCH_MESSAGE).as_bytes(),
