@@ -52,6 +52,8 @@
 //! # Ok::<(), gob::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod decode;
 mod encode;
 mod wire;

@@ -1,4 +1,4 @@
-//! go-plugin's MuxBroker, plugin side (spec §3.2): `Dispenser.Dispense` hands out an id,
+//! go-plugin's MuxBroker, plugin side (PROTOCOL.md §Broker): `Dispenser.Dispense` hands out an id,
 //! the host opens a fresh stream and writes that id as 4 little-endian bytes, the plugin
 //! echoes the same 4 bytes, and from then on the stream carries net/rpc for the dispensed
 //! plugin under the service name `Plugin`.

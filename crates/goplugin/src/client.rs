@@ -1,6 +1,6 @@
 //! The host side: launches a plugin binary and talks to it exactly as go-plugin's net/rpc
-//! client does (spec §1.1–§1.2, §2.1, §3.1, §4.2). It exists so Rust tests, the `demo` and
-//! `doctor` subcommands and the benchmarks can drive a plugin the way Woodpecker does.
+//! client does (PROTOCOL.md §Launch, §Yamux, §Broker, §Control). It exists so Rust tests,
+//! the `demo` subcommand and the benchmarks can drive a plugin the way Woodpecker does.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

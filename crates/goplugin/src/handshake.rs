@@ -1,5 +1,5 @@
 //! The go-plugin handshake: the magic cookie, protocol-version negotiation and the one line a
-//! plugin prints on stdout to tell the host where to dial (spec §1.3, §1.4).
+//! plugin prints on stdout to tell the host where to dial (PROTOCOL.md §Handshake).
 //!
 //! Both sides live here so that the line the server prints and the line the client parses can
 //! never drift apart.
@@ -80,7 +80,7 @@ impl fmt::Display for PluginAddr {
 
 /// The handshake line, `CORE|APP|NETWORK|ADDRESS|PROTOCOL|SERVERCERT`, with the trailing
 /// newline. Field 6 stays empty: a value over 50 characters makes Woodpecker's client
-/// dereference a nil TLS config and crash the server (spec §7.2).
+/// dereference a nil TLS config and crash the server (PROTOCOL.md §Handshake).
 pub fn handshake_line(app_version: u32, addr: &PluginAddr) -> String {
     format!(
         "{CORE_PROTOCOL_VERSION}|{app_version}|{}|{addr}|netrpc|\n",

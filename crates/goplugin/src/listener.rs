@@ -1,4 +1,4 @@
-//! The plugin's listener (spec §1.3 step 3): a Unix socket inside a fresh private directory,
+//! The plugin's listener (PROTOCOL.md §Listener): a Unix socket inside a fresh private directory,
 //! or TCP on 127.0.0.1 when no usable socket path exists.
 
 use std::ffi::CString;

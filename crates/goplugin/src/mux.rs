@@ -1,10 +1,11 @@
-//! The yamux session both sides run over the plugin connection (spec §2).
+//! The yamux session both sides run over the plugin connection (PROTOCOL.md §Yamux).
 //!
-//! `tokio-yamux` is a port of hashicorp/yamux and was measured against v0.1.2 (spec §10): it
+//! `tokio-yamux` is a port of hashicorp/yamux and was measured against v0.1.2 (PROTOCOL.md §Yamux):
+//! it
 //! ACKs a stream when it is accepted, answers pings from the session task, and caps windows
 //! at 256 KiB like Go. Its one requirement is that the session is polled all the time, so it
 //! runs in its own task that does nothing else: a stalled driver would miss Go's keepalive
-//! pings and Go would kill the session after 10 s (spec §7.5).
+//! pings and Go would kill the session after 10 s.
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
