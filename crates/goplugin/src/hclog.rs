@@ -33,7 +33,9 @@ pub const MAX_LINE: usize = 64 * 1024 - 1;
     "{var}={value:?} is not a log level (use trace, debug, info, warn, error, fatal, panic or disabled)"
 )]
 pub struct LevelError {
+    /// The environment variable that held the value.
     pub var: String,
+    /// The value as found.
     pub value: String,
 }
 
@@ -209,6 +211,7 @@ pub struct HclogLayer<W> {
 }
 
 impl<W> HclogLayer<W> {
+    /// A layer writing to whatever `make_writer` makes for each line.
     pub fn new(make_writer: W) -> Self {
         Self { make_writer }
     }

@@ -26,6 +26,7 @@ pub const QUIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything [`serve`] needs.
 pub struct ServeConfig {
+    /// Cookie and protocol version the host expects.
     pub handshake: HandshakeConfig,
     /// Plugin name (what the host passes to `Dispense`, e.g. `"log"`) → its handler, served
     /// under the net/rpc service name `Plugin` on the broker stream.
