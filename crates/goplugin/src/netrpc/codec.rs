@@ -7,35 +7,6 @@
 //! messages in place from the buffer (yamux frames and gob messages do not line up, so a
 //! message is decoded once it is whole, PROTOCOL.md §net/rpc) and never allocates for a
 //! length the peer only announced.
-//!
-//! # Request decoder states
-//!
-//! A request is a header value (`rpc.Request{ServiceMethod, Seq}`) followed by a body
-//! value, each possibly preceded by type definitions.
-//!
-//! | state    | what the buffer holds                                      | `decode` returns                          | next state |
-//! |----------|------------------------------------------------------------|-------------------------------------------|------------|
-//! | `Header` | less than one whole gob message                            | `Ok(None)`: read more                     | `Header`   |
-//! | `Header` | a type definition                                          | (stored in the gob decoder, goes on)      | `Header`   |
-//! | `Header` | a `Request` header                                         | (goes on)                                 | `Body`     |
-//! | `Header` | bad gob, a message over the limit, a header of wrong shape | `Err`: the stream is out of step          | —          |
-//! | `Body`   | less than one whole gob message                            | `Ok(None)`: read more                     | `Body`     |
-//! | `Body`   | a type definition                                          | (stored, goes on)                         | `Body`     |
-//! | `Body`   | a value                                                    | `Ok(Some(request))`                       | `Header`   |
-//! | `Body`   | a message over the limit                                   | (starts skipping it)                      | `Skip`     |
-//! | `Body`   | bad gob                                                    | `Err`                                     | —          |
-//! | `Skip`   | less than the rest of the skipped message                  | `Ok(None)`, all of it discarded           | `Skip`     |
-//! | `Skip`   | the rest of the skipped message                            | `Ok(Some(request))`, body `Err(OversizeBody)` | `Header` |
-//!
-//! At the end of input (`decode_eof`), `Header` with nothing buffered is a clean end
-//! (`Ok(None)`); anything else is [`ReadError::UnexpectedEof`]. After an `Err` the gob state
-//! of the stream is unrecoverable and the decoder must not be used again.
-//!
-//! Skipping is what keeps an oversize request answerable: its header (and so its `Seq`) is
-//! known, the body is passed over without being buffered, and the caller gets an RPC error
-//! instead of a closed stream. A header over the limit cannot be answered, so it is an
-//! error. The [`ResponseDecoder`] of the client has the `Header` and `Body` states only: a
-//! reply over the limit is an error.
 
 use bytes::{Buf, BytesMut};
 use gob::{Encoder, Limits, Struct, Value};
@@ -128,7 +99,7 @@ impl ValueDecoder {
     }
 }
 
-/// Where a [`RequestDecoder`] is in the request stream; see the table in the module docs.
+/// Where a [`RequestDecoder`] is in the request stream; see the table in its docs.
 enum RequestState {
     Header,
     Body {
@@ -145,6 +116,35 @@ enum RequestState {
 }
 
 /// The server's request decoder: a net/rpc request stream, one [`Request`] at a time.
+///
+/// # States
+///
+/// A request is a header value (`rpc.Request{ServiceMethod, Seq}`) followed by a body
+/// value, each possibly preceded by type definitions.
+///
+/// | state    | what the buffer holds                                      | `decode` returns                          | next state |
+/// |----------|------------------------------------------------------------|-------------------------------------------|------------|
+/// | `Header` | less than one whole gob message                            | `Ok(None)`: read more                     | `Header`   |
+/// | `Header` | a type definition                                          | (stored in the gob decoder, goes on)      | `Header`   |
+/// | `Header` | a `Request` header                                         | (goes on)                                 | `Body`     |
+/// | `Header` | bad gob, a message over the limit, a header of wrong shape | `Err`: the stream is out of step          | —          |
+/// | `Body`   | less than one whole gob message                            | `Ok(None)`: read more                     | `Body`     |
+/// | `Body`   | a type definition                                          | (stored, goes on)                         | `Body`     |
+/// | `Body`   | a value                                                    | `Ok(Some(request))`                       | `Header`   |
+/// | `Body`   | a message over the limit                                   | (starts skipping it)                      | `Skip`     |
+/// | `Body`   | bad gob                                                    | `Err`                                     | —          |
+/// | `Skip`   | less than the rest of the skipped message                  | `Ok(None)`, all of it discarded           | `Skip`     |
+/// | `Skip`   | the rest of the skipped message                            | `Ok(Some(request))`, body `Err(OversizeBody)` | `Header` |
+///
+/// At the end of input (`decode_eof`), `Header` with nothing buffered is a clean end
+/// (`Ok(None)`); anything else is [`ReadError::UnexpectedEof`]. After an `Err` the gob state
+/// of the stream is unrecoverable and the decoder must not be used again.
+///
+/// Skipping is what keeps an oversize request answerable: its header (and so its `Seq`) is
+/// known, the body is passed over without being buffered, and the caller gets an RPC error
+/// instead of a closed stream. A header over the limit cannot be answered, so it is an
+/// error. The client's `ResponseDecoder` has the `Header` and `Body` states only: a
+/// reply over the limit is an error.
 pub struct RequestDecoder {
     values: ValueDecoder,
     state: RequestState,

@@ -212,3 +212,32 @@ fn requests_round_trip_through_the_request_decoder() {
         ]
     );
 }
+
+/// What the `netrpc_decode` fuzz target checks, on every one-byte corruption of two real
+/// requests: fed in pieces, the decoder reads exactly what it reads from the whole input.
+#[test]
+fn corrupted_input_reads_the_same_however_it_arrives() {
+    let mut data = hex(FIRST_LOGFIND);
+    data.extend(hex(SECOND_LOGFIND));
+    let small = Limits {
+        max_message_len: 46,
+        ..Limits::default()
+    };
+    for at in 0..data.len() {
+        for flip in [0x01, 0x80, 0xff] {
+            let mut input = data.clone();
+            input[at] ^= flip;
+            for limits in [Limits::default(), small] {
+                let (whole, whole_error) = read_requests(&input, limits);
+                for chunk in [1, 5, 13] {
+                    let (pieces, pieces_error) = decode_in_chunks(&input, limits, chunk);
+                    assert_eq!(
+                        format!("{whole:?} {whole_error:?}"),
+                        format!("{pieces:?} {pieces_error:?}"),
+                        "byte {at} ^ {flip:#x}, {chunk}-byte pieces"
+                    );
+                }
+            }
+        }
+    }
+}
