@@ -24,4 +24,11 @@ rpc = out.parent / "netrpc_serve"
 rpc.mkdir(parents=True, exist_ok=True)
 for name, hexdata in streams.items():
     (rpc / f"seed-{name}").write_bytes(bytes.fromhex(hexdata))
+# The decoder target reads a mode byte first (chunk size, limit): each stream once in 64-byte
+# pieces with the generous limit, once in 7-byte pieces with the tiny one.
+dec = out.parent / "netrpc_decode"
+dec.mkdir(parents=True, exist_ok=True)
+for name, hexdata in streams.items():
+    (dec / f"seed-{name}").write_bytes(b"\x3f" + bytes.fromhex(hexdata))
+    (dec / f"seed-small-{name}").write_bytes(b"\x86" + bytes.fromhex(hexdata))
 PY

@@ -125,6 +125,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder for a fresh stream: only the predefined types known, bounded by `limits`.
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,

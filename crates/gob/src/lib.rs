@@ -52,6 +52,8 @@
 //! # Ok::<(), gob::Error>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod decode;
 mod encode;
 mod wire;
@@ -62,18 +64,28 @@ pub use encode::{Encoder, bytes_message_prefix};
 /// A decoded or to-be-encoded gob value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// `bool` (wire type 1).
     Bool(bool),
+    /// Any Go signed integer width (wire type 2).
     Int(i64),
+    /// Any Go unsigned integer width, `uintptr` included (wire type 3).
     Uint(u64),
+    /// `float32` or `float64` (wire type 4).
     Float(f64),
+    /// `complex64` or `complex128`: real part, imaginary part (wire type 7).
     Complex(f64, f64),
+    /// `[]byte` (wire type 5), a distinct type from `string` on the wire.
     Bytes(Vec<u8>),
     /// Go strings may hold any bytes; invalid UTF-8 is decoded lossily (U+FFFD) rather than
     /// refused, so a stray byte in, say, an error text does not kill the whole stream.
     String(String),
+    /// A struct, fields by name.
     Struct(Struct),
+    /// A slice of any element type but `byte`.
     Slice(Vec<Value>),
+    /// A fixed-length array.
     Array(Vec<Value>),
+    /// A map as key/value pairs in wire order (decode only; see [`Encoder`]).
     Map(Vec<(Value, Value)>),
     /// An interface value: the registered concrete type name and the value; None for nil.
     Interface(Option<(String, Box<Value>)>),
@@ -84,6 +96,7 @@ pub enum Value {
 /// A struct value. On the wire gob matches struct fields by name, so names are what count.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Struct {
+    /// The Go type name without its package (`"Request"`); empty for an anonymous struct.
     pub name: String,
     /// Decoding: the fields present on the wire, in field order (gob omits zero fields).
     /// Encoding: all fields of the type; zero-valued ones are declared in the type but not sent.
@@ -100,6 +113,7 @@ impl Value {
         }
     }
 
+    /// The text of a [`Value::String`].
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),
@@ -107,6 +121,7 @@ impl Value {
         }
     }
 
+    /// The bytes of a [`Value::Bytes`] (not of a string: they are different gob types).
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Bytes(b) => Some(b),
@@ -114,6 +129,7 @@ impl Value {
         }
     }
 
+    /// The number of a [`Value::Uint`].
     pub fn as_u64(&self) -> Option<u64> {
         match self {
             Value::Uint(u) => Some(*u),
@@ -121,6 +137,7 @@ impl Value {
         }
     }
 
+    /// The flag of a [`Value::Bool`].
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Value::Bool(b) => Some(*b),
@@ -185,42 +202,80 @@ impl Default for Limits {
 /// peer's bytes; after one, the stream's gob state is unreliable and it should be closed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A message (or a value spread over several) is over [`Limits::max_message_len`].
     #[error("gob: message of {len} bytes exceeds the limit of {limit} bytes")]
-    MessageTooLong { len: u64, limit: usize },
+    MessageTooLong {
+        /// The announced (or gathered) size.
+        len: u64,
+        /// The limit it broke.
+        limit: usize,
+    },
+    /// A message of length 0: Go never sends one.
     #[error("gob: empty message")]
     EmptyMessage,
+    /// The message ends before `what` is complete.
     #[error("gob: message ends inside {what}")]
-    Truncated { what: &'static str },
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+    },
+    /// An unsigned integer whose first byte announces more than 8 bytes.
     #[error(
         "gob: malformed unsigned integer in {what}: byte {byte:#04x} announces more than 8 bytes"
     )]
-    BadUint { what: &'static str, byte: u8 },
+    BadUint {
+        /// What the integer was.
+        what: &'static str,
+        /// Its first byte.
+        byte: u8,
+    },
+    /// A length (of a string, slice, map, …) larger than what is left of the message.
     #[error("gob: {what} of {len} exceeds the {remaining} bytes left in the message")]
     LengthBeyondMessage {
+        /// What the length was of.
         what: &'static str,
+        /// The length announced.
         len: u64,
+        /// The bytes left in the message.
         remaining: usize,
     },
+    /// A definition for one of the predefined ids.
     #[error("gob: type id {0} cannot be defined: ids below 64 are predefined")]
     ReservedTypeId(i64),
+    /// A type id outside the 32-bit range Go uses.
     #[error("gob: type id {0} is out of range")]
     TypeIdOutOfRange(i64),
+    /// A second definition of an id on the same stream.
     #[error("gob: duplicate type received: id {0} is already defined on this stream")]
     DuplicateType(i64),
+    /// More definitions than [`Limits::max_types`].
     #[error("gob: more than {0} type definitions on one stream")]
     TooManyTypes(usize),
+    /// A value or field of a type never defined on this stream.
     #[error("gob: type id {0} is not defined on this stream")]
     UnknownType(i64),
+    /// A definition that is not a well-formed `wireType` (a field of the wrong kind, a
+    /// negative array length, …).
     #[error("gob: invalid type definition for id {id}: {reason}")]
-    BadTypeDefinition { id: i64, reason: String },
+    BadTypeDefinition {
+        /// The id being defined.
+        id: i64,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A definition message with bytes after the definition.
     #[error("gob: {0} bytes of extra data after a type definition")]
     ExtraData(usize),
+    /// A value message with bytes after the value.
     #[error("gob: {0} bytes of extra data after a value")]
     TrailingData(usize),
+    /// Nesting deeper than [`Limits::max_depth`].
     #[error("gob: value nested deeper than {0} levels")]
     TooDeep(usize),
+    /// Bytes that fit no rule, described.
     #[error("gob: corrupted data: {0}")]
     Corrupt(String),
+    /// A value the [`Encoder`] does not write (maps, slices, interfaces, …).
     #[error("gob: cannot encode {0}")]
     Unsupported(String),
 }

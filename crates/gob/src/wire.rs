@@ -150,7 +150,7 @@ mod tests {
     }
 
     #[test]
-    fn unsigned_examples_from_the_spec() {
+    fn unsigned_integer_examples() {
         assert_eq!(enc_uint(0), [0x00]);
         assert_eq!(enc_uint(127), [0x7f]);
         assert_eq!(enc_uint(128), [0xff, 0x80]);
@@ -162,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn signed_examples_from_the_spec() {
+    fn signed_integer_examples() {
         assert_eq!(enc_int(0), [0x00]);
         assert_eq!(enc_int(1), [0x02]);
         assert_eq!(enc_int(-1), [0x01]);

@@ -1,5 +1,5 @@
-//! The hex dumps of the wire spec (go-plugin-netrpc.md §6.8 and §6.11), decoded and encoded
-//! byte for byte.
+//! The net/rpc byte sequences of the go-plugin protocol (crates/goplugin/PROTOCOL.md §gob),
+//! decoded and encoded byte for byte.
 
 use gob::{Decoder, Encoder, Limits, Struct, Value, message_len};
 
@@ -148,8 +148,8 @@ fn b_dispense_response_encodes_byte_exactly() {
     );
     assert_eq!(out.len(), 86);
 
-    // The error reply of §6.11(c), then the empty-struct body: its definition on first use
-    // (id 65, as in §6.8), then the value.
+    // An error reply with Seq 1 on a stream where Response is already defined, then the
+    // empty-struct body: its definition on first use (id 65), then the value.
     out.clear();
     enc.encode(&response("Plugin.LogFind", 1, "boom"), &mut out)
         .unwrap();

@@ -1,4 +1,4 @@
-//! go-plugin's MuxBroker, plugin side (spec §3.2): `Dispenser.Dispense` hands out an id,
+//! go-plugin's MuxBroker, plugin side (PROTOCOL.md §Broker): `Dispenser.Dispense` hands out an id,
 //! the host opens a fresh stream and writes that id as 4 little-endian bytes, the plugin
 //! echoes the same 4 bytes, and from then on the stream carries net/rpc for the dispensed
 //! plugin under the service name `Plugin`.
@@ -37,10 +37,13 @@ impl Default for Broker {
 /// Why a broker stream was refused. The stream is then closed, as Go's broker closes it.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The stream sent no id within [`BROKER_TIMEOUT`].
     #[error("timed out waiting for the broker stream id")]
     Timeout,
+    /// Reading the id or writing the echo failed.
     #[error("broker stream: {0}")]
     Io(#[from] std::io::Error),
+    /// The id was never handed out, was claimed already, or waited too long.
     #[error("broker stream for id {0}, which was never dispensed or has expired")]
     UnknownId(u32),
 }

@@ -1,6 +1,6 @@
 //! The host side: launches a plugin binary and talks to it exactly as go-plugin's net/rpc
-//! client does (spec §1.1–§1.2, §2.1, §3.1, §4.2). It exists so Rust tests, the `demo` and
-//! `doctor` subcommands and the benchmarks can drive a plugin the way Woodpecker does.
+//! client does (PROTOCOL.md §Launch, §Yamux, §Broker, §Control). It exists so Rust tests,
+//! the `demo` subcommand and the benchmarks can drive a plugin the way Woodpecker does.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -32,41 +32,86 @@ const MAX_HANDSHAKE_LINE: usize = 64 * 1024;
 /// Why the plugin could not be started, dialled or dispensed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The plugin process could not be started.
     #[error("cannot start plugin {cmd}: {error}")]
-    Spawn { cmd: PathBuf, error: std::io::Error },
+    Spawn {
+        /// The plugin binary.
+        cmd: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// No handshake line within [`ClientConfig::start_timeout`].
     #[error("timeout while waiting for plugin to start")]
     StartTimeout,
+    /// stdout ended without a handshake line.
     #[error("plugin exited before we could connect (no handshake line on stdout)")]
     NoHandshake,
+    /// The handshake line was refused.
     #[error("{0}")]
     Handshake(#[from] HandshakeError),
+    /// The announced address could not be dialled.
     #[error("cannot dial the plugin at {addr}: {error}")]
-    Dial { addr: String, error: std::io::Error },
-    #[error("yamux: {0}")]
-    Mux(String),
+    Dial {
+        /// The address from the handshake line.
+        addr: String,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// A yamux stream could not be opened (the session is gone).
+    #[error("yamux: {0:?}")]
+    Mux(tokio_yamux::error::Error),
+    /// A net/rpc call on the control stream failed.
     #[error("{0}")]
     Call(#[from] CallError),
+    /// `Dispenser.Dispense` answered something other than a `uint32` (shown as debug text).
     #[error("Dispense returned {0}, not a uint32 id")]
     DispenseReply(String),
+    /// The broker stream's id exchange failed.
     #[error("broker stream: {0}")]
-    Broker(String),
+    Broker(#[from] BrokerAckError),
+}
+
+/// Why the host side's broker stream did not get its id echoed (PROTOCOL.md §Broker).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerAckError {
+    /// Writing the id or reading the echo failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// No echo within [`BROKER_TIMEOUT`].
+    #[error("timed out waiting for the ack")]
+    Timeout,
+    /// The plugin echoed another id.
+    #[error("bad ack: {got} (expected {expected})")]
+    BadAck {
+        /// The id echoed.
+        got: u32,
+        /// The id sent.
+        expected: u32,
+    },
 }
 
 /// How to launch a plugin.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
+    /// The plugin binary.
     pub cmd: PathBuf,
+    /// Its arguments (go-plugin hosts pass none).
     pub args: Vec<OsString>,
+    /// The cookie to set and the protocol version to offer and expect.
     pub handshake: HandshakeConfig,
     /// Extra environment, on top of ours (which the plugin inherits, as with go-plugin).
     pub env: Vec<(OsString, OsString)>,
+    /// How long to wait for the handshake line ([`START_TIMEOUT`] by default).
     pub start_timeout: Duration,
     /// Keep every stderr line of the plugin for [`PluginClient::stderr_lines`] (tests).
     pub capture_stderr: bool,
+    /// Bounds on what the plugin may send on each stream.
     pub limits: Limits,
 }
 
 impl ClientConfig {
+    /// Launch `cmd` with go-plugin's defaults: no arguments, no extra environment, a 60 s
+    /// start timeout, default limits.
     pub fn new(cmd: impl Into<PathBuf>, handshake: HandshakeConfig) -> Self {
         Self {
             cmd: cmd.into(),
@@ -95,12 +140,7 @@ impl Connection {
     pub async fn establish(io: Box<dyn Io>, limits: Limits) -> Result<Self, ClientError> {
         let mux = mux::start(io, SessionType::Client);
         let mut control = mux.control;
-        let mut open = async || {
-            control
-                .open_stream()
-                .await
-                .map_err(|e| ClientError::Mux(format!("{e:?}")))
-        };
+        let mut open = async || control.open_stream().await.map_err(ClientError::Mux);
         let control_stream = open().await?;
         for _ in 0..2 {
             tokio::spawn(discard(open().await?));
@@ -138,19 +178,18 @@ impl Connection {
             .and_then(|id| u32::try_from(id).ok())
             .ok_or_else(|| ClientError::DispenseReply(format!("{reply:?}")))?;
         let mut stream = self.open_stream().await?;
-        let broker = |e: String| ClientError::Broker(e);
         stream
             .write_all(&id.to_le_bytes())
             .await
-            .map_err(|e| broker(e.to_string()))?;
+            .map_err(BrokerAckError::Io)?;
         let mut ack = [0u8; 4];
         tokio::time::timeout(BROKER_TIMEOUT, stream.read_exact(&mut ack))
             .await
-            .map_err(|_| broker("timed out waiting for the ack".into()))?
-            .map_err(|e| broker(e.to_string()))?;
+            .map_err(|_| BrokerAckError::Timeout)?
+            .map_err(BrokerAckError::Io)?;
         let got = u32::from_le_bytes(ack);
         if got != id {
-            return Err(broker(format!("bad ack: {got} (expected {id})")));
+            return Err(BrokerAckError::BadAck { got, expected: id }.into());
         }
         Ok(RpcClient::new(stream, self.limits))
     }
@@ -162,7 +201,7 @@ impl Connection {
             .clone()
             .open_stream()
             .await
-            .map_err(|e| ClientError::Mux(format!("{e:?}")))
+            .map_err(ClientError::Mux)
     }
 
     /// Drops the connection without any goodbye, as when the host process dies.
@@ -204,6 +243,7 @@ pub struct PluginClient {
 pub struct KillOutcome {
     /// True when the plugin exited by itself after `Control.Quit`, within [`KILL_GRACE`].
     pub graceful: bool,
+    /// The plugin's exit status.
     pub status: ExitStatus,
 }
 
@@ -289,6 +329,7 @@ impl PluginClient {
         })
     }
 
+    /// The go-plugin connection to the plugin.
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -303,6 +344,7 @@ impl PluginClient {
         &self.addr
     }
 
+    /// The plugin's process id, until it has been reaped.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }

@@ -1,5 +1,5 @@
 //! The go-plugin handshake: the magic cookie, protocol-version negotiation and the one line a
-//! plugin prints on stdout to tell the host where to dial (spec §1.3, §1.4).
+//! plugin prints on stdout to tell the host where to dial (PROTOCOL.md §Handshake).
 //!
 //! Both sides live here so that the line the server prints and the line the client parses can
 //! never drift apart.
@@ -56,7 +56,9 @@ pub fn parse_protocol_versions(raw: &str) -> (Vec<u32>, Vec<String>) {
 /// Where the plugin listens: what the handshake line announces and the host dials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PluginAddr {
+    /// A Unix socket path (network `unix`).
     Unix(PathBuf),
+    /// A TCP address on the loopback (network `tcp`).
     Tcp(SocketAddr),
 }
 
@@ -80,7 +82,7 @@ impl fmt::Display for PluginAddr {
 
 /// The handshake line, `CORE|APP|NETWORK|ADDRESS|PROTOCOL|SERVERCERT`, with the trailing
 /// newline. Field 6 stays empty: a value over 50 characters makes Woodpecker's client
-/// dereference a nil TLS config and crash the server (spec §7.2).
+/// dereference a nil TLS config and crash the server (PROTOCOL.md §Handshake).
 pub fn handshake_line(app_version: u32, addr: &PluginAddr) -> String {
     format!(
         "{CORE_PROTOCOL_VERSION}|{app_version}|{}|{addr}|netrpc|\n",
@@ -91,24 +93,42 @@ pub fn handshake_line(app_version: u32, addr: &PluginAddr) -> String {
 /// Why a handshake line was refused, worded like go-plugin's own client errors.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// Fewer than four `|`-separated fields.
     #[error("Unrecognized remote plugin message: {0:?}")]
     Unrecognized(String),
+    /// Field 1 is not a number.
     #[error("error parsing core protocol version {0:?}")]
     CoreVersionSyntax(String),
+    /// Field 1 is not [`CORE_PROTOCOL_VERSION`].
     #[error(
         "incompatible core API version with plugin: plugin {0}, client {CORE_PROTOCOL_VERSION}"
     )]
     CoreVersion(u32),
+    /// Field 2 is not a number.
     #[error("Error parsing protocol version {0:?}")]
     AppVersionSyntax(String),
+    /// Field 2 is not the application version the client speaks.
     #[error(
         "incompatible API version with plugin. Plugin version: {plugin}, Client versions: [{client}]"
     )]
-    AppVersion { plugin: u32, client: u32 },
+    AppVersion {
+        /// The version the plugin announced.
+        plugin: u32,
+        /// The version the client speaks.
+        client: u32,
+    },
+    /// Fields 3 and 4 are not a `unix` path or a `tcp` address.
     #[error("unknown address type: {network}|{address}")]
-    Address { network: String, address: String },
+    Address {
+        /// Field 3.
+        network: String,
+        /// Field 4.
+        address: String,
+    },
+    /// Field 5 names a protocol other than `netrpc`.
     #[error("unsupported plugin protocol {0:?}. Supported: [netrpc]")]
     Protocol(String),
+    /// Field 6 carries a certificate (PROTOCOL.md §Handshake).
     #[error("the plugin announced a TLS server certificate, but this client does not do AutoMTLS")]
     Tls,
 }

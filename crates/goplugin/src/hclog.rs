@@ -1,16 +1,17 @@
-//! hclog-JSON logging on stderr, the only log channel a go-plugin plugin has (spec §1.6).
+//! hclog-JSON logging on stderr, the only log channel a go-plugin plugin has (PROTOCOL.md
+//! §hclog).
 //!
 //! The host reads the plugin's stderr line by line and re-logs every JSON object through its
 //! own logger. Three rules keep that safe:
 //! * `@level`, `@message` and `@timestamp` are always JSON strings: Woodpecker reads them with
-//!   unchecked Go type assertions and any other type panics the whole server (spec §7.13);
+//!   unchecked Go type assertions and any other type panics the whole server (PROTOCOL.md §hclog);
 //! * `@timestamp` has exactly six fractional digits (hclog's `TimeFormatJSON`), otherwise the
 //!   host falls back to treating the line as plain text and loses its level;
 //! * a line stays under 64 KiB, because the host reads with a 64 KiB buffer and logs longer
 //!   lines as raw chunks at debug level.
 //!
 //! Write errors are ignored: after the host died stderr is a broken pipe, and logging must
-//! never panic or stop the process (spec §7.16).
+//! never panic or stop the process (PROTOCOL.md §Stdio).
 
 use std::fmt;
 use std::io::Write;
@@ -32,7 +33,9 @@ pub const MAX_LINE: usize = 64 * 1024 - 1;
     "{var}={value:?} is not a log level (use trace, debug, info, warn, error, fatal, panic or disabled)"
 )]
 pub struct LevelError {
+    /// The environment variable that held the value.
     pub var: String,
+    /// The value as found.
     pub value: String,
 }
 
@@ -208,6 +211,7 @@ pub struct HclogLayer<W> {
 }
 
 impl<W> HclogLayer<W> {
+    /// A layer writing to whatever `make_writer` makes for each line.
     pub fn new(make_writer: W) -> Self {
         Self { make_writer }
     }
@@ -283,7 +287,7 @@ impl Visit for FieldVisitor {
 }
 
 /// Re-logs one stderr line of a plugin through our own tracing, the way go-plugin's host
-/// does (spec §1.6): an hclog JSON object at its level with its other keys as `fields`,
+/// does (PROTOCOL.md §hclog): an hclog JSON object at its level with its other keys as `fields`,
 /// anything else at debug. Used by the host-side client.
 pub fn relay(plugin: &str, line: &str) {
     let line = line.trim_end_matches(['\r', '\n']);

@@ -11,8 +11,8 @@
 //!   for tests, diagnostics and benchmarks.
 //! * [`hclog`] logs as hclog JSON on stderr, the format the host relays into its own log.
 //!
-//! The byte-level contract is `shared/reference/go-plugin-netrpc.md`; module docs cite its
-//! sections.
+//! The protocol facts this relies on, and how they were verified against go-plugin and
+//! yamux, are in `PROTOCOL.md` next to this crate's manifest; module docs cite its sections.
 //!
 //! A plugin binary:
 //!

@@ -1,4 +1,4 @@
-//! The plugin's listener (spec §1.3 step 3): a Unix socket inside a fresh private directory,
+//! The plugin's listener (PROTOCOL.md §Listener): a Unix socket inside a fresh private directory,
 //! or TCP on 127.0.0.1 when no usable socket path exists.
 
 use std::ffi::CString;
@@ -22,22 +22,56 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// line in the Woodpecker log says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
+    /// The private socket directory could not be created.
     #[error("cannot create the plugin socket directory in {dir} (from {source_var}): {error}")]
     Dir {
+        /// Where it was to be created.
         dir: PathBuf,
+        /// The variable `dir` came from.
         source_var: &'static str,
+        /// What the OS said.
         error: io::Error,
     },
+    /// The socket could not be bound.
     #[error("cannot bind the plugin socket {path}: {error}")]
-    Bind { path: PathBuf, error: io::Error },
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// The socket could not be given to `PLUGIN_UNIX_SOCKET_GROUP`.
     #[error("PLUGIN_UNIX_SOCKET_GROUP={group:?}: {error}")]
-    Group { group: String, error: io::Error },
+    Group {
+        /// The group as given.
+        group: String,
+        /// Why resolving it or granting it access failed.
+        error: io::Error,
+    },
+    /// `PLUGIN_MIN_PORT` or `PLUGIN_MAX_PORT` is not a port number.
     #[error("{var}={value:?} is not a port number")]
-    Port { var: &'static str, value: String },
+    Port {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// `PLUGIN_MIN_PORT` is above `PLUGIN_MAX_PORT`.
     #[error("PLUGIN_MIN_PORT value of {min} is greater than PLUGIN_MAX_PORT value of {max}")]
-    PortRange { min: u16, max: u16 },
+    PortRange {
+        /// `PLUGIN_MIN_PORT`.
+        min: u16,
+        /// `PLUGIN_MAX_PORT`.
+        max: u16,
+    },
+    /// Every port of the range is taken.
     #[error("couldn't bind a plugin TCP listener on 127.0.0.1 in ports {min}..={max}")]
-    NoPort { min: u16, max: u16 },
+    NoPort {
+        /// First port tried.
+        min: u16,
+        /// Last port tried.
+        max: u16,
+    },
 }
 
 /// Where to listen, normally read from the environment the host gave us.
@@ -49,12 +83,15 @@ pub struct ListenOptions {
     pub socket_dir_var: &'static str,
     /// `PLUGIN_UNIX_SOCKET_GROUP`: a group name or numeric gid allowed to connect.
     pub socket_group: Option<String>,
-    /// `PLUGIN_MIN_PORT` / `PLUGIN_MAX_PORT` for the TCP fallback.
+    /// `PLUGIN_MIN_PORT`: the first port the TCP fallback tries.
     pub min_port: u16,
+    /// `PLUGIN_MAX_PORT`: the last port the TCP fallback tries.
     pub max_port: u16,
 }
 
 impl ListenOptions {
+    /// Reads the options from the variables go-plugin's host sets (PROTOCOL.md §Listener);
+    /// empty variables count as unset.
     pub fn from_env() -> Result<Self, ListenError> {
         let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
         let (socket_dir, socket_dir_var) = if let Some(d) = non_empty("PLUGIN_UNIX_SOCKET_DIR") {
@@ -179,6 +216,7 @@ impl PluginListener {
         Err(ListenError::NoPort { min, max })
     }
 
+    /// What the handshake line announces.
     pub fn addr(&self) -> &PluginAddr {
         &self.addr
     }

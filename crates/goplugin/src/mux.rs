@@ -1,10 +1,11 @@
-//! The yamux session both sides run over the plugin connection (spec §2).
+//! The yamux session both sides run over the plugin connection (PROTOCOL.md §Yamux).
 //!
-//! `tokio-yamux` is a port of hashicorp/yamux and was measured against v0.1.2 (spec §10): it
+//! `tokio-yamux` is a port of hashicorp/yamux and was measured against v0.1.2 (PROTOCOL.md §Yamux):
+//! it
 //! ACKs a stream when it is accepted, answers pings from the session task, and caps windows
 //! at 256 KiB like Go. Its one requirement is that the session is polled all the time, so it
 //! runs in its own task that does nothing else: a stalled driver would miss Go's keepalive
-//! pings and Go would kill the session after 10 s (spec §7.5).
+//! pings and Go would kill the session after 10 s.
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -18,8 +19,11 @@ pub use tokio_yamux::session::SessionType;
 /// A running yamux session: `control` opens streams, `inbound` yields the streams the peer
 /// opens, in the order it opened them, and `driver` ends when the session does.
 pub struct Mux {
+    /// Opens streams (the host side's only way to get one).
     pub control: Control,
+    /// The streams the peer opened, in its order: stream 1 first (PROTOCOL.md §Yamux).
     pub inbound: mpsc::UnboundedReceiver<StreamHandle>,
+    /// The task polling the session; its result is why the session ended.
     pub driver: JoinHandle<std::io::Result<()>>,
 }
 
@@ -32,7 +36,7 @@ const STREAM_WINDOW: u32 = 16 << 20;
 
 /// Starts a session over `io` with hashicorp/yamux's defaults (the ones go-plugin uses on
 /// both sides: 30 s keepalive, 10 s write timeout, backlog 256), except for a larger receive
-/// window ([`STREAM_WINDOW`]).
+/// window (16 MiB, PROTOCOL.md §Yamux).
 pub fn start(io: Box<dyn Io>, ty: SessionType) -> Mux {
     let config = Config {
         max_stream_window_size: STREAM_WINDOW,

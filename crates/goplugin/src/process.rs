@@ -1,4 +1,5 @@
-//! Process-level duties of a plugin: the stdio rules and signals of spec §1.3–§1.5 and §4.4.
+//! Process-level duties of a plugin: the stdio rules and signals of PROTOCOL.md
+//! §Stdio and §Exit.
 //!
 //! These touch process-global state (file descriptors 0 and 1, signal dispositions), so they
 //! are only called from [`crate::server::serve`], never from library code that may run inside
@@ -29,9 +30,9 @@ pub fn announce(line: &str) -> io::Result<()> {
 /// Points fd 1 (stdout) and fd 0 (stdin) at /dev/null.
 ///
 /// stdout: after the handshake the host only drains it, and a single line over 64 KiB makes
-/// the host stop reading, after which any later stdout write blocks forever (spec §1.5). With
+/// the host stop reading, after which any later stdout write blocks forever (PROTOCOL.md §Stdio). With
 /// fd 1 on /dev/null no library or child process can trigger that.
-/// stdin: it is the host's own stdin; reading it would steal the server's input (spec §7.14).
+/// stdin: it is the host's own stdin; reading it would steal the server's input.
 pub fn seal_stdio() -> io::Result<()> {
     let null = OpenOptions::new()
         .read(true)
@@ -47,7 +48,7 @@ pub fn seal_stdio() -> io::Result<()> {
 }
 
 /// Writes raw bytes to stderr, ignoring every error. After the host has died stderr is a
-/// broken pipe; `eprintln!` would panic there (spec §7.16), this never does.
+/// broken pipe; `eprintln!` would panic there (PROTOCOL.md §Stdio), this never does.
 pub fn write_stderr(bytes: &[u8]) {
     let _ = io::stderr().lock().write_all(bytes);
 }

@@ -1,4 +1,5 @@
-//! The plugin side: go-plugin's `plugin.Serve` for the net/rpc protocol (spec §1–§5).
+//! The plugin side: go-plugin's `plugin.Serve` for the net/rpc protocol (PROTOCOL.md §Handshake to
+//! §net/rpc).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub const QUIT_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything [`serve`] needs.
 pub struct ServeConfig {
+    /// Cookie and protocol version the host expects.
     pub handshake: HandshakeConfig,
     /// Plugin name (what the host passes to `Dispense`, e.g. `"log"`) → its handler, served
     /// under the net/rpc service name `Plugin` on the broker stream.
@@ -175,7 +177,7 @@ pub async fn serve_connection(
                 match accepted {
                     1 => { tokio::spawn(netrpc::serve(stream, control.clone(), limits)); }
                     // stdout and stderr: the stream was ACKed when accepted; FIN it now and
-                    // never write. The host's copy loops see EOF and end quietly (spec §2.2).
+                    // never write. The host's copy loops see EOF and end quietly (PROTOCOL.md §Yamux).
                     2 | 3 => { let _ = stream.shutdown().await; }
                     _ => {
                         let broker = broker.clone();
@@ -284,7 +286,7 @@ mod tests {
         }
     }
 
-    /// Drives `serve_connection` with the exact bytes a Go host sends (spec §6.11) over a raw
+    /// Drives `serve_connection` with the exact bytes a Go host sends (PROTOCOL.md §gob) over a raw
     /// yamux client, and checks the plugin's bytes.
     #[tokio::test]
     async fn go_host_bytes_get_go_plugin_bytes() {
@@ -327,7 +329,7 @@ mod tests {
         control.read_exact(&mut reply).await.unwrap();
         assert_eq!(reply, expected);
 
-        // Broker stream: id 1 echoed, then the first Plugin.LogFind of §6.11(c).
+        // Broker stream: id 1 echoed, then Woodpecker's first Plugin.LogFind (PROTOCOL.md §gob).
         let mut broker = host.control.open_stream().await.unwrap();
         broker.write_all(&[1, 0, 0, 0]).await.unwrap();
         let mut ack = [0u8; 4];

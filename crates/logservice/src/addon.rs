@@ -49,6 +49,7 @@ struct AppendArgsText<'a> {
 pub struct LogHandler<S>(Arc<S>);
 
 impl<S: LogService> LogHandler<S> {
+    /// Serves `service`; register it under the plugin name [`PLUGIN_NAME`].
     pub fn new(service: Arc<S>) -> Self {
         Self(service)
     }

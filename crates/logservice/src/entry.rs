@@ -12,16 +12,22 @@ pub type EntryType = i64;
 /// `Some(vec![])` are kept apart so that what the agent sent is what a read returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
+    /// The database id Woodpecker's own store would give it; an addon keeps what it gets.
     #[serde(default)]
     pub id: i64,
+    /// The step the line belongs to.
     #[serde(default)]
     pub step_id: i64,
+    /// The time the agent stamped on the line, kept as sent.
     #[serde(default)]
     pub time: i64,
+    /// The line number within the step: what reads sort and deduplicate by.
     #[serde(default)]
     pub line: i64,
+    /// The line's bytes; `None` for Go's nil slice.
     #[serde(default, with = "go_bytes")]
     pub data: Option<Vec<u8>>,
+    /// What kind of line it is (`type` in JSON).
     #[serde(default, rename = "type")]
     pub entry_type: EntryType,
 }
@@ -30,27 +36,40 @@ pub struct LogEntry {
 /// newer Woodpecker versions that add fields keep working.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
+    /// The step's database id: the key logs are stored under (see [`crate::StepId`]).
     pub id: i64,
+    /// The step's UUID.
     #[serde(default)]
     pub uuid: String,
+    /// The pipeline it belongs to.
     #[serde(default)]
     pub pipeline_id: i64,
+    /// Its process number within the pipeline.
     #[serde(default)]
     pub pid: i64,
+    /// The `pid` of its parent, the workflow.
     #[serde(default)]
     pub ppid: i64,
+    /// Its name in the pipeline config.
     #[serde(default)]
     pub name: String,
+    /// `pending`, `running`, `success`, `failure`, … as Woodpecker names them.
     #[serde(default)]
     pub state: String,
+    /// Why it failed, if it did (omitted when empty, as Go's `omitempty`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    /// The exit code of its command.
     #[serde(default)]
     pub exit_code: i64,
+    /// Unix time it started; omitted when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub started: i64,
+    /// Unix time it finished; omitted when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub finished: i64,
+    /// `clone`, `service`, `plugin`, `commands` or `cache` (`type` in JSON); omitted when
+    /// empty.
     #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
     pub step_type: String,
 }
@@ -66,14 +85,19 @@ mod go_bytes {
 
     use super::*;
 
-    pub fn serialize<S: Serializer>(data: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        data: &Option<Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match data {
             None => s.serialize_none(),
             Some(bytes) => s.serialize_str(&STANDARD.encode(bytes)),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         d.deserialize_option(Base64OrNull)
     }
 

@@ -6,6 +6,8 @@
 //! the read contract: entries ordered by `line`, one per line number, first write wins.
 //! [`addon`] speaks Woodpecker's addon protocol on both sides over the go-plugin runtime.
 
+#![forbid(unsafe_code)]
+
 pub mod addon;
 mod entry;
 mod memory;

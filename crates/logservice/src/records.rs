@@ -105,6 +105,7 @@ impl EntryRecords {
         self.count
     }
 
+    /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

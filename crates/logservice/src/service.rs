@@ -12,6 +12,7 @@ use crate::{EntryRecords, LogEntry, Step};
 pub struct StepId(i64);
 
 impl StepId {
+    /// `id` if it is a step id Woodpecker can give out (1 and above).
     pub fn new(id: i64) -> Result<Self, LogError> {
         if id > 0 {
             Ok(Self(id))
@@ -20,10 +21,12 @@ impl StepId {
         }
     }
 
+    /// The id of `step`, checked as [`StepId::new`] does.
     pub fn of(step: &Step) -> Result<Self, LogError> {
         Self::new(step.id)
     }
 
+    /// The id as a number.
     pub fn get(self) -> i64 {
         self.0
     }
@@ -39,8 +42,10 @@ impl std::fmt::Display for StepId {
 /// went wrong and where.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The step id is 0 or negative.
     #[error("step id {0} is not a valid Woodpecker step id (ids start at 1)")]
     InvalidStepId(i64),
+    /// The store could not do it; the text says what and where.
     #[error("{0}")]
     Storage(String),
 }
