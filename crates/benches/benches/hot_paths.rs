@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the addon's hot paths, on real corpus text:
 //!
 //! * `gob_decode/log_append_1MiB`: the net/rpc server's reader on the bytes of one full
-//!   agent batch (`goplugin::netrpc::read_requests`, the same reader the server loop runs);
+//!   agent batch (`goplugin::netrpc::read_requests`: the `RequestDecoder` the server loop runs);
 //! * `entry_parsing/log_append_1MiB`: `LogHandler` taking that request's JSON apart (the
 //!   step decoded, the entries checked and kept as text) and handing them to a store that
 //!   keeps nothing, i.e. the plugin side minus storage;
