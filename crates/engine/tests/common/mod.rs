@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use archive::{LocalDirStore, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
-use engine::{Engine, EngineSettings};
+use engine::{Clock, Engine, EngineSettings, ManualClock};
 use logservice::{LogEntry, Step};
 
 /// Wraps a real store; every fault is switched on and off by the test.
@@ -115,7 +115,12 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Arc<FaultyStore>,
     pub engine: Engine,
+    /// The clock of the engine's archive schedule; `None` on the real clock.
+    pub clock: Option<ManualClock>,
 }
+
+/// The longest retry backoff of [`fast_settings`]: advancing by it makes any due retry run.
+pub const RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// Settings for tests: short delays, fast retries.
 pub fn fast_settings(spool: PathBuf) -> EngineSettings {
@@ -123,29 +128,68 @@ pub fn fast_settings(spool: PathBuf) -> EngineSettings {
     s.finalize_delay = Duration::from_millis(200);
     s.idle_timeout = Duration::from_secs(30);
     s.retry_initial = Duration::from_millis(50);
-    s.retry_max = Duration::from_millis(200);
+    s.retry_max = RETRY_MAX;
     s.sync_interval = Duration::from_millis(100);
     s
 }
 
 impl Harness {
+    /// An engine whose archive schedule runs on a manual clock: time moves on only through
+    /// [`Harness::advance`].
     pub async fn new(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+        Self::start(Some(ManualClock::new()), tune).await
+    }
+
+    /// An engine on the real clock, for end-to-end tests of the timers and of work that
+    /// overlaps in time.
+    pub async fn real_time(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+        Self::start(None, tune).await
+    }
+
+    async fn start(clock: Option<ManualClock>, tune: impl FnOnce(&mut EngineSettings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FaultyStore::new(&dir.path().join("archive")));
         let mut settings = fast_settings(dir.path().join("spool"));
         tune(&mut settings);
-        let engine = Engine::start(settings, store.clone()).await.unwrap();
-        Self { dir, store, engine }
+        let engine = start_engine(settings, store.clone(), clock.clone()).await;
+        Self {
+            dir,
+            store,
+            engine,
+            clock,
+        }
     }
 
-    /// Stops the engine and starts a new one on the same spool and store.
+    /// Stops the engine and starts a new one on the same spool, store and clock.
     pub async fn restart(self, tune: impl FnOnce(&mut EngineSettings)) -> Self {
-        let Self { dir, store, engine } = self;
+        let Self {
+            dir,
+            store,
+            engine,
+            clock,
+        } = self;
         engine.shutdown().await.unwrap();
         let mut settings = fast_settings(dir.path().join("spool"));
         tune(&mut settings);
-        let engine = Engine::start(settings, store.clone()).await.unwrap();
-        Self { dir, store, engine }
+        let engine = start_engine(settings, store.clone(), clock.clone()).await;
+        Self {
+            dir,
+            store,
+            engine,
+            clock,
+        }
+    }
+
+    /// The manual clock of the engine's schedule.
+    pub fn clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("a harness on a manual clock")
+    }
+
+    /// Moves the schedule's time on by `by` and waits until the engine has run every archive
+    /// due by then (successfully or not).
+    pub async fn advance(&self, by: Duration) {
+        self.clock().advance(by);
+        self.clock().settle().await;
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -180,6 +224,18 @@ impl Harness {
     }
 }
 
+/// Starts an engine on `clock`, or on the real clock.
+pub async fn start_engine(
+    settings: EngineSettings,
+    store: Arc<FaultyStore>,
+    clock: Option<ManualClock>,
+) -> Engine {
+    let clock = clock.map_or(Clock::Real, Clock::Manual);
+    Engine::start_with_clock(settings, store, clock)
+        .await
+        .unwrap()
+}
+
 pub fn step(id: i64) -> Step {
     Step {
         id,
@@ -212,7 +268,8 @@ pub fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// Polls `cond` until it holds; panics with `what` after `timeout`.
+/// Polls `cond` until it holds; panics with `what` after `timeout`. For work that overlaps in
+/// real time (uploads held open); the schedule's timers are driven by [`Harness::advance`].
 pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond().await {
