@@ -13,23 +13,23 @@ use engine::{Clock, Engine, EngineSettings, ManualClock};
 use logservice::{LogEntry, Step};
 
 /// Wraps a real store; every fault is switched on and off by the test.
-pub struct FaultyStore {
-    pub inner: LocalDirStore,
+pub(crate) struct FaultyStore {
+    pub(crate) inner: LocalDirStore,
     /// Every call fails with a transient error (the server is down).
-    pub down: AtomicBool,
+    pub(crate) down: AtomicBool,
     /// Every call fails with access denied.
-    pub denied: AtomicBool,
+    pub(crate) denied: AtomicBool,
     /// The next N `put_file` calls fail.
-    pub fail_puts: AtomicU32,
+    pub(crate) fail_puts: AtomicU32,
     /// `put_file` waits while this is set (an upload in flight).
-    pub hold_puts: AtomicBool,
-    pub puts: AtomicU32,
-    pub puts_in_flight: AtomicUsize,
-    pub max_puts_in_flight: AtomicUsize,
+    pub(crate) hold_puts: AtomicBool,
+    pub(crate) puts: AtomicU32,
+    pub(crate) puts_in_flight: AtomicUsize,
+    pub(crate) max_puts_in_flight: AtomicUsize,
 }
 
 impl FaultyStore {
-    pub fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         Self {
             inner: LocalDirStore::new(root).unwrap(),
             down: AtomicBool::new(false),
@@ -111,19 +111,19 @@ impl ObjectStore for FaultyStore {
     }
 }
 
-pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub store: Arc<FaultyStore>,
-    pub engine: Engine,
+pub(crate) struct Harness {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: Arc<FaultyStore>,
+    pub(crate) engine: Engine,
     /// The clock of the engine's archive schedule; `None` on the real clock.
-    pub clock: Option<ManualClock>,
+    pub(crate) clock: Option<ManualClock>,
 }
 
 /// The longest retry backoff of [`fast_settings`]: advancing by it makes any due retry run.
-pub const RETRY_MAX: Duration = Duration::from_millis(200);
+pub(crate) const RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// Settings for tests: short delays, fast retries.
-pub fn fast_settings(spool: PathBuf) -> EngineSettings {
+pub(crate) fn fast_settings(spool: PathBuf) -> EngineSettings {
     let mut s = EngineSettings::new(spool);
     s.finalize_delay = Duration::from_millis(200);
     s.idle_timeout = Duration::from_secs(30);
@@ -136,13 +136,13 @@ pub fn fast_settings(spool: PathBuf) -> EngineSettings {
 impl Harness {
     /// An engine whose archive schedule runs on a manual clock: time moves on only through
     /// [`Harness::advance`].
-    pub async fn new(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+    pub(crate) async fn new(tune: impl FnOnce(&mut EngineSettings)) -> Self {
         Self::start(Some(ManualClock::new()), tune).await
     }
 
     /// An engine on the real clock, for end-to-end tests of the timers and of work that
     /// overlaps in time.
-    pub async fn real_time(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+    pub(crate) async fn real_time(tune: impl FnOnce(&mut EngineSettings)) -> Self {
         Self::start(None, tune).await
     }
 
@@ -161,7 +161,7 @@ impl Harness {
     }
 
     /// Stops the engine and starts a new one on the same spool, store and clock.
-    pub async fn restart(self, tune: impl FnOnce(&mut EngineSettings)) -> Self {
+    pub(crate) async fn restart(self, tune: impl FnOnce(&mut EngineSettings)) -> Self {
         let Self {
             dir,
             store,
@@ -181,23 +181,23 @@ impl Harness {
     }
 
     /// The manual clock of the engine's schedule.
-    pub fn clock(&self) -> &ManualClock {
+    pub(crate) fn clock(&self) -> &ManualClock {
         self.clock.as_ref().expect("a harness on a manual clock")
     }
 
     /// Moves the schedule's time on by `by` and waits until the engine has run every archive
     /// due by then (successfully or not).
-    pub async fn advance(&self, by: Duration) {
+    pub(crate) async fn advance(&self, by: Duration) {
         self.clock().advance(by);
         self.clock().settle().await;
     }
 
-    pub fn spool_dir(&self) -> PathBuf {
+    pub(crate) fn spool_dir(&self) -> PathBuf {
         self.dir.path().join("spool")
     }
 
     /// Spool segment files of a step.
-    pub fn segments(&self, id: i64) -> Vec<PathBuf> {
+    pub(crate) fn segments(&self, id: i64) -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(self.spool_dir().join("steps"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -211,7 +211,7 @@ impl Harness {
     }
 
     /// The archive object of a step, decoded, read straight from the store.
-    pub async fn object(&self, id: i64) -> Option<Vec<LogEntry>> {
+    pub(crate) async fn object(&self, id: i64) -> Option<Vec<LogEntry>> {
         let key = self.engine.object_key(logservice::StepId::new(id).unwrap());
         let (bytes, info) = self.store.inner.get(&key).await.unwrap()?;
         assert_eq!(info.meta.content_type, "application/x-ndjson");
@@ -219,13 +219,13 @@ impl Harness {
         Some(engine::format::decode_object(&bytes).unwrap())
     }
 
-    pub fn uploads(&self) -> u64 {
+    pub(crate) fn uploads(&self) -> u64 {
         self.engine.stats().archive_uploads
     }
 }
 
 /// Starts an engine on `clock`, or on the real clock.
-pub async fn start_engine(
+pub(crate) async fn start_engine(
     settings: EngineSettings,
     store: Arc<FaultyStore>,
     clock: Option<ManualClock>,
@@ -236,7 +236,7 @@ pub async fn start_engine(
         .unwrap()
 }
 
-pub fn step(id: i64) -> Step {
+pub(crate) fn step(id: i64) -> Step {
     Step {
         id,
         name: format!("step-{id}"),
@@ -244,7 +244,7 @@ pub fn step(id: i64) -> Step {
     }
 }
 
-pub fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
+pub(crate) fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
     LogEntry {
         step_id,
         line,
@@ -256,7 +256,7 @@ pub fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
 }
 
 /// `(line, text)` pairs for compact assertions.
-pub fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
+pub(crate) fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
     entries
         .iter()
         .map(|e| {
@@ -270,7 +270,7 @@ pub fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
 
 /// Polls `cond` until it holds; panics with `what` after `timeout`. For work that overlaps in
 /// real time (uploads held open); the schedule's timers are driven by [`Harness::advance`].
-pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
