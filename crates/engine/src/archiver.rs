@@ -354,6 +354,41 @@ mod tests {
 
     use super::*;
 
+    /// The texts operators know from the logs, now built from typed errors.
+    #[test]
+    fn archive_errors_read_as_before() {
+        let key = "v1/001/1.ndjson.zst".to_string();
+        let build = ArchiveError::Build {
+            key: key.clone(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(
+            build.to_string(),
+            "building the archive v1/001/1.ndjson.zst: disk full"
+        );
+        let verify = ArchiveError::Verify {
+            key: key.clone(),
+            store: "local directory /a".into(),
+            source: VerifyError::Size {
+                stored: 1,
+                uploaded: 2,
+            },
+        };
+        assert_eq!(
+            verify.to_string(),
+            "verifying v1/001/1.ndjson.zst in local directory /a: stored 1 bytes, uploaded 2"
+        );
+        let remove = ArchiveError::RemoveSealed {
+            key,
+            source: std::io::Error::other("read-only"),
+        };
+        assert_eq!(
+            remove.to_string(),
+            "removing archived spool segments: read-only"
+        );
+        assert!(std::error::Error::source(&remove).is_some());
+    }
+
     #[test]
     fn verify_names_what_differs() {
         let summary = Summary {

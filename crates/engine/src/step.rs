@@ -10,8 +10,12 @@
 //! 2. the **steps map** ([`Steps`]);
 //! 3. the slot's **state** ([`Slot::state`]).
 //!
-//! The map and the state are plain mutexes, never held across an `.await`, so the archive
-//! lock is never awaited while either is held. The spool's own mutexes (open handles, the
+//! Read as containment, the order is map → state → archive (the map holds the slots, a slot
+//! its state and its archive lock); taken, the async archive lock comes first, because the
+//! map and the state are plain mutexes that are never held across an `.await`, so nobody
+//! awaits the archive lock while holding either. Appends write the spool while holding the
+//! state, and LogDelete removes the step's files while holding the map (so no append can
+//! restart the step in a file being removed). The spool's own mutexes (open handles, the
 //! dirty set, the finished journal, the file pool) and the backoff's random source are
 //! leaves: taken last, nothing is taken while holding them.
 //!
@@ -26,7 +30,7 @@
 //! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
 //! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
 //! | `Idle`, `Backoff`   | no spool data, no activity for the idle timeout    | `Removed` (left the map)        | `archiver::schedule` |
-//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Engine` delete      |
+//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Inner::delete`      |
 //! | `Removed`           | anything                                           | `Removed`                       |                      |
 //!
 //! Beside the phase, a state holds facts that events update whatever the phase:
