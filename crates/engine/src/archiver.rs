@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 
 use crate::build::build;
 use crate::clock::Passes;
-use crate::engine::Inner;
 use crate::format::{self, Summary};
+use crate::shared::Shared;
 use crate::step::{Action, Slot};
 use crate::threads::{at_idle_priority, blocking};
 
@@ -79,7 +79,7 @@ struct Archived {
 /// Runs the scheduler until `stop`: a pass at each of the clock's [`Passes`], then the runs
 /// still going are aborted (their lines stay in the spool).
 pub(crate) async fn scheduler_loop(
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     mut passes: Passes,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -123,7 +123,7 @@ fn reap(jobs: &mut JoinSet<()>) {
 /// Clears a run's hold on its step even when the run panics or is aborted (then as a
 /// failure, so the step is retried later).
 struct RunEnd<'a> {
-    inner: &'a Inner,
+    inner: &'a Shared,
     slot: &'a Slot,
     ok: bool,
 }
@@ -140,7 +140,7 @@ impl Drop for RunEnd<'_> {
     }
 }
 
-impl Inner {
+impl Shared {
     /// Starts archive runs of due steps while upload slots are free; forgets idle ones.
     fn schedule(self: &Arc<Self>, jobs: &mut JoinSet<()>) {
         let now = self.clock.now();

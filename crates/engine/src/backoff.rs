@@ -3,8 +3,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::step::lock;
-
 /// Retry delays: doubling from `initial`, capped at `max`, with jitter (half to all of it) so
 /// that the steps of an outage do not retry in lockstep.
 pub(crate) struct Backoff {
@@ -31,7 +29,8 @@ impl Backoff {
 
     /// The wait before retry number `failures` (counting from 1).
     pub(crate) fn delay(&self, failures: u32) -> Duration {
-        let draw = lock(&self.rng).f64();
+        // A panic while drawing leaves the generator usable: ignore the poison.
+        let draw = self.rng.lock().unwrap_or_else(|e| e.into_inner()).f64();
         self.ceiling(failures).mul_f64(0.5 + draw / 2.0)
     }
 

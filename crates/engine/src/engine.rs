@@ -22,6 +22,7 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::format;
 use crate::settings::{EngineSettings, SyncMode};
+use crate::shared::{Counters, Shared, storage};
 use crate::spool::Spool;
 use crate::step::{StepState, Steps, lock};
 use crate::threads::{Background, blocking};
@@ -29,7 +30,7 @@ use crate::threads::{Background, blocking};
 /// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
 /// stop (dropping it stops the background work too, without the final fsync).
 pub struct Engine {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     background: Background,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -73,41 +74,10 @@ pub enum StartError {
     Background(std::io::Error),
 }
 
-/// The counters behind [`EngineStats`].
-#[derive(Default)]
-pub(crate) struct Counters {
-    appends: AtomicU64,
-    entries_appended: AtomicU64,
-    spool_bytes_written: AtomicU64,
-    spool_syncs: AtomicU64,
-    pub(crate) archive_uploads: AtomicU64,
-    pub(crate) archive_bytes_uploaded: AtomicU64,
-    pub(crate) archive_failures: AtomicU64,
-}
-
-/// What the engine's calls and background loops share.
-pub(crate) struct Inner {
-    pub(crate) settings: EngineSettings,
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) spool: Spool,
-    pub(crate) steps: Steps,
-    /// Upload slots: `archive_concurrency` runs at once.
-    pub(crate) permits: Arc<Semaphore>,
-    pub(crate) counters: Counters,
-    /// The time of the archive schedule.
-    pub(crate) clock: Clock,
-    pub(crate) backoff: Backoff,
-}
-
 /// The largest batch appended on the calling thread instead of a blocking one: paced agent
 /// batches (tens of KiB) skip two thread hand-offs, while a full 1 MiB batch is written on
 /// a blocking thread so the caller's thread reads the next request meanwhile.
 const INLINE_APPEND: usize = 256 << 10;
-
-/// An error of the store, for the host.
-pub(crate) fn storage(text: String) -> LogError {
-    LogError::Storage(text)
-}
 
 impl Engine {
     /// Opens the spool (recovering what a previous run left), and starts the background
@@ -161,7 +131,7 @@ impl Engine {
             (settings.finalize_delay.min(settings.idle_timeout) / 4)
                 .clamp(Duration::from_millis(10), Duration::from_millis(250)),
         );
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Shared {
             permits: Arc::new(Semaphore::new(settings.archive_concurrency.max(1))),
             backoff: Backoff::new(settings.retry_initial, settings.retry_max),
             settings,
@@ -262,7 +232,7 @@ impl Drop for Engine {
     }
 }
 
-impl Inner {
+impl Shared {
     /// Flushes what was appended since the last sync.
     fn sync(&self) -> Result<(), LogError> {
         let synced = self
@@ -342,7 +312,7 @@ impl Inner {
 }
 
 /// Flushes the spool every `sync_interval` and keeps the file pool filled, until `stop`.
-async fn sync_loop(inner: Arc<Inner>, mut stop: watch::Receiver<bool>) {
+async fn sync_loop(inner: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(inner.settings.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

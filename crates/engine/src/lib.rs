@@ -3,10 +3,11 @@
 //!
 //! Lines are acknowledged once they are in the spool (one append-only file per step), so no
 //! network trouble can lose one. Finished (or idle) steps are archived as one zstd-compressed
-//! NDJSON object per step (see `FORMAT.md` and [`format`]); late lines are merged into the
+//! NDJSON object per step (see `FORMAT.md` and [`format`](mod@format)); late lines are merged into the
 //! object again; reads merge object and spool, ordered by line, first write winning.
 //!
 //! Where things are: `engine.rs` (the [`Engine`] handle, start and stop, the write side),
+//! `shared.rs` (what the calls and the background loops share),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
 //! `spool.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs` (time,
@@ -23,6 +24,7 @@ pub mod read;
 // Its parsers are moving to the settings crate, which documents every item.
 #[allow(missing_docs)]
 mod settings;
+mod shared;
 mod spool;
 mod step;
 mod threads;

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use archive::{ObjectInfo, ObjectStore};
 use logservice::{LogError, StepId};
 
-use crate::engine::{Inner, storage};
 use crate::format::{self, RawRecord, RecordError};
 use crate::settings::EngineSettings;
+use crate::shared::{Shared, storage};
 use crate::spool::{list_segments, read_segment_raw};
 use crate::threads::blocking;
 
@@ -57,7 +57,7 @@ impl Staged {
     }
 }
 
-impl Inner {
+impl Shared {
     /// LogFind: the step's log as its JSON array.
     pub(crate) async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
         // The spool first, the object second: an archive run removes segments only after

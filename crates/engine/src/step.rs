@@ -8,7 +8,7 @@
 //! 1. the slot's **archive** lock ([`Slot::archive`], async): held for a whole archive run and
 //!    by LogDelete, so one of them at a time works on the step's object and sealed segments;
 //! 2. the **steps map** ([`Steps`]);
-//! 3. the slot's **state** ([`Slot::state`]).
+//! 3. the slot's **state** ([`Slot::state()`]).
 //!
 //! Read as containment, the order is map → state → archive (the map holds the slots, a slot
 //! its state and its archive lock); taken, the async archive lock comes first, because the
@@ -30,7 +30,7 @@
 //! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
 //! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
 //! | `Idle`, `Backoff`   | no spool data, no activity for the idle timeout    | `Removed` (left the map)        | `archiver::schedule` |
-//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Inner::delete`      |
+//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Shared::delete`     |
 //! | `Removed`           | anything                                           | `Removed`                       |                      |
 //!
 //! Beside the phase, a state holds facts that events update whatever the phase:
@@ -68,8 +68,8 @@ pub(crate) struct Steps {
 
 /// One step's entry in [`Steps`].
 pub(crate) struct Slot {
-    /// What the engine knows about the step.
-    pub(crate) state: Mutex<StepState>,
+    /// What the engine knows about the step; see [`Slot::state`].
+    state: Mutex<StepState>,
     /// Held by an archive run and by LogDelete: one of them at a time per step.
     pub(crate) archive: tokio::sync::Mutex<()>,
 }
