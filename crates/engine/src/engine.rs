@@ -127,6 +127,8 @@ impl Engine {
             "log store engine started"
         );
 
+        // On the real clock, a pass every quarter of the shorter timer (10 to 250 ms), so a
+        // step is archived soon after it is due.
         let passes = clock.passes(
             (settings.finalize_delay.min(settings.idle_timeout) / 4)
                 .clamp(Duration::from_millis(10), Duration::from_millis(250)),
