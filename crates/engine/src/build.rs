@@ -24,9 +24,9 @@ use crate::spool::read_segment_raw;
 
 /// A finished object, waiting in a scratch file (returned to the pool when dropped).
 pub(crate) struct Built {
-    pub file: Scratch,
-    pub size: u64,
-    pub summary: Summary,
+    pub(crate) file: Scratch,
+    pub(crate) size: u64,
+    pub(crate) summary: Summary,
 }
 
 /// One record on its way into the object: its line and its bytes, newline included.

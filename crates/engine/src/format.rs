@@ -14,15 +14,23 @@ use logservice::{LogEntry, StepId};
 /// Bumped whenever a reader of the previous version could misread an object. It is part of
 /// the key, so two versions can live side by side during a migration.
 pub const FORMAT_VERSION: u32 = 1;
+/// The objects' `Content-Type`: NDJSON.
 pub const CONTENT_TYPE: &str = "application/x-ndjson";
+/// The objects' `Content-Encoding`: one zstd frame.
 pub const CONTENT_ENCODING: &str = "zstd";
 
-/// User metadata keys (S3 `x-amz-meta-*`, lower case).
+// User metadata keys (S3 `x-amz-meta-*`, lower case).
+/// User metadata: the format version, [`FORMAT_VERSION`].
 pub const META_FORMAT_VERSION: &str = "format-version";
+/// User metadata: the step id.
 pub const META_STEP_ID: &str = "step-id";
+/// User metadata: the number of entries, checked after every upload.
 pub const META_LINE_COUNT: &str = "line-count";
+/// User metadata: the smallest `line`.
 pub const META_FIRST_LINE: &str = "first-line";
+/// User metadata: the largest `line`.
 pub const META_LAST_LINE: &str = "last-line";
+/// User metadata: the bytes of the NDJSON before compression (sizes a read's answer).
 pub const META_UNCOMPRESSED_SIZE: &str = "uncompressed-size";
 
 /// The longest record a reader accepts. Woodpecker batches are at most 1 MiB, so one entry's
@@ -50,13 +58,18 @@ pub fn object_key(prefix: &str, id: StepId) -> String {
 /// What an archive object holds, as recorded in its metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Entries in the object.
     pub lines: u64,
+    /// The smallest `line`, if any entry.
     pub first_line: Option<i64>,
+    /// The largest `line`, if any entry.
     pub last_line: Option<i64>,
+    /// Bytes of the NDJSON before compression.
     pub uncompressed_size: u64,
 }
 
 impl Summary {
+    /// The object's headers and user metadata for step `id` (see `FORMAT.md`).
     pub fn to_meta(&self, id: StepId) -> ObjectMeta {
         let mut user = BTreeMap::new();
         user.insert(META_FORMAT_VERSION.into(), FORMAT_VERSION.to_string());
@@ -81,19 +94,31 @@ impl Summary {
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// Reading (or decompressing) failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A record longer than [`MAX_RECORD_BYTES`] starts at `offset`.
     #[error("record at byte {offset} is longer than {MAX_RECORD_BYTES} bytes")]
-    TooLong { offset: u64 },
+    TooLong {
+        /// Where the record starts.
+        offset: u64,
+    },
+    /// The record at `offset` is not a log entry.
     #[error("record at byte {offset} is not a log entry: {source}")]
     Json {
+        /// Where the record starts.
         offset: u64,
+        /// What the JSON decoder said.
         source: serde_json::Error,
     },
+    /// In an archive object, a `line` that does not follow the previous one.
     #[error("line {line} at byte {offset} does not follow line {previous} (not sorted)")]
     Unsorted {
+        /// Where the record starts.
         offset: u64,
+        /// Its line.
         line: i64,
+        /// The line of the record before it.
         previous: i64,
     },
 }
@@ -104,9 +129,12 @@ pub enum Record {
     Entry(LogEntry, u64),
     /// Bytes after the last newline: a write cut short by a crash (or still in progress).
     Torn {
+        /// Where the partial record starts.
         offset: u64,
+        /// Its length.
         len: u64,
     },
+    /// The end of the stream, after a complete record.
     End,
 }
 
@@ -139,6 +167,7 @@ impl<R: BufRead> RecordReader<R> {
         }
     }
 
+    /// Bytes consumed so far: where the next record starts.
     pub fn offset(&self) -> u64 {
         self.offset
     }
@@ -244,14 +273,21 @@ pub enum RawRecord<'a> {
     /// entry (see [`logservice::canonical_line`]), so it can be copied into an answer as it
     /// is; otherwise it is only known to be a JSON object with an integer `line`.
     Line {
+        /// The entry's line number.
         line: i64,
+        /// The record, newline included.
         bytes: &'a [u8],
+        /// Whether the record is Go's JSON of the entry, byte for byte.
         canonical: bool,
     },
+    /// Bytes after the last newline, as in [`Record::Torn`].
     Torn {
+        /// Where the partial record starts.
         offset: u64,
+        /// Its length.
         len: u64,
     },
+    /// The end of the stream, after a complete record.
     End,
 }
 
@@ -270,6 +306,7 @@ pub struct ObjectWriter<W: Write> {
 }
 
 impl<W: Write> ObjectWriter<W> {
+    /// A writer of an object into `out`, at zstd level `level`.
     pub fn new(out: W, level: i32) -> io::Result<Self> {
         let mut encoder = zstd::Encoder::new(out, level)?;
         // A frame checksum (xxHash, 4 bytes) lets every reader tell a damaged object from a
@@ -309,6 +346,7 @@ impl<W: Write> ObjectWriter<W> {
         Ok(())
     }
 
+    /// Ends the zstd frame; returns the output and what the object holds.
     pub fn finish(self) -> io::Result<(W, Summary)> {
         Ok((self.encoder.finish()?, self.summary))
     }

@@ -30,7 +30,7 @@ pub(crate) struct FilePool {
 
 impl FilePool {
     /// A pool in `dir`, which must exist and hold no files of an earlier pool.
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
             free: Mutex::new(Vec::new()),
@@ -44,7 +44,7 @@ impl FilePool {
 
     /// Places an empty file at `path`: a pooled one moved there, or a new one. An existing
     /// file at `path` is replaced, so callers only ask for paths that hold nothing.
-    pub fn place(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn place(&self, path: &Path) -> io::Result<()> {
         let pooled = self.lock().pop();
         if let Some(pooled) = pooled {
             match fs::rename(&pooled, path) {
@@ -58,7 +58,7 @@ impl FilePool {
     }
 
     /// An empty scratch file in the pool's directory; it goes back to the pool when dropped.
-    pub fn scratch(self: &Arc<Self>) -> io::Result<Scratch> {
+    pub(crate) fn scratch(self: &Arc<Self>) -> io::Result<Scratch> {
         let pooled = self.lock().pop();
         let path = match pooled {
             Some(path) => path,
@@ -80,7 +80,7 @@ impl FilePool {
 
     /// Empties the file at `path` and keeps it for reuse (moved into the pool's directory),
     /// or deletes it when the pool is full. A missing file is fine.
-    pub fn give_back(&self, path: &Path) -> io::Result<()> {
+    pub(crate) fn give_back(&self, path: &Path) -> io::Result<()> {
         if self.lock().len() >= CAPACITY {
             return remove_if_exists(path);
         }
@@ -101,7 +101,7 @@ impl FilePool {
     }
 
     /// Creates files until [`REFILL_TO`] are ready. Runs in the background.
-    pub fn refill(&self) -> io::Result<usize> {
+    pub(crate) fn refill(&self) -> io::Result<usize> {
         let missing = REFILL_TO.saturating_sub(self.lock().len());
         for _ in 0..missing {
             let path = self.new_path();
@@ -126,11 +126,11 @@ impl FilePool {
 pub(crate) struct Scratch {
     pool: Arc<FilePool>,
     path: PathBuf,
-    pub file: File,
+    pub(crate) file: File,
 }
 
 impl Scratch {
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -1,4 +1,5 @@
-//! A step's log as the JSON array `LogFind` answers, spliced from the text of its records.
+//! The read path: a step's log, from its spool segments and its archive object, as the JSON
+//! array `LogFind` answers, spliced from the text of its records.
 //!
 //! Archive objects and spool segments hold each entry as Go's canonical JSON (see
 //! [`logservice::canonical_line`]), which is exactly what the answer is made of: `[`, the
@@ -10,11 +11,16 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
-use archive::ObjectInfo;
+use archive::{ObjectInfo, ObjectStore};
+use logservice::{LogError, StepId};
 
 use crate::format::{self, RawRecord, RecordError};
-use crate::spool::read_segment_raw;
+use crate::settings::EngineSettings;
+use crate::shared::{Shared, storage};
+use crate::spool::{list_segments, read_segment_raw};
+use crate::threads::blocking;
 
 /// The staged (spool) records of a step, the first write of each line.
 #[derive(Default)]
@@ -25,6 +31,7 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Whether no staged record was found.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
@@ -48,6 +55,108 @@ impl Staged {
             .iter()
             .map(|(line, (range, canonical))| (*line, &self.text[range.clone()], *canonical))
     }
+}
+
+impl Shared {
+    /// LogFind: the step's log as its JSON array.
+    pub(crate) async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
+        // The spool first, the object second: an archive run removes segments only after
+        // their object is stored, so lines missing from the segments read here are in the
+        // object read next.
+        let inner = self.clone();
+        let (staged, maybe_archived) = blocking(move || inner.read_staged(id)).await?;
+        let key = format::object_key(&self.settings.key_prefix, id);
+        let object = match self.store.get(&key).await {
+            Ok(object) => object,
+            // The archive is unreachable, but this step was never archived: the spool holds
+            // its whole log, so the UI keeps working through an outage.
+            Err(e) if !maybe_archived && !staged.is_empty() => {
+                tracing::warn!(step = %id, error = %e,
+                    "archive unreachable; serving the step's log from the spool");
+                None
+            }
+            Err(e) => {
+                return Err(storage(format!(
+                    "cannot read the archived log of step {id} ({key} in {}): {e}",
+                    self.store.describe()
+                )));
+            }
+        };
+        splice(&*self.store, id, &key, staged, object).await
+    }
+
+    /// The staged records of a step, first write per line, and whether an archive object
+    /// may hold more.
+    fn read_staged(&self, id: StepId) -> Result<(Staged, bool), LogError> {
+        let Some(((segments, len), maybe_archived)) = self
+            .steps
+            .with_state(id, None, |state| (state.staged(), state.maybe_archived()))
+        else {
+            return Ok((Staged::default(), true));
+        };
+        let current = segments.end - 1;
+        let mut staged = Staged::default();
+        for segment in segments {
+            let limit = (segment == current).then_some(len);
+            staged
+                .read_segment(&self.spool.segment_path(id, segment), limit)
+                .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+        }
+        Ok((staged, maybe_archived))
+    }
+}
+
+/// Reads a step's log, as the JSON array LogFind answers, without starting an engine: for
+/// `get` and other tools that run beside a live addon. It takes no lock and changes nothing
+/// (a partial record being written is skipped), and reads the spool before the archive,
+/// like `LogFind`.
+pub async fn read_step_log(
+    settings: &EngineSettings,
+    store: &dyn ObjectStore,
+    id: StepId,
+) -> Result<Vec<u8>, LogError> {
+    let spool = settings.spool_dir.clone();
+    let staged = blocking(move || {
+        let mut staged = Staged::default();
+        for path in list_segments(&spool, id)? {
+            staged.read_segment(&path, None)?;
+        }
+        Ok::<_, io::Error>(staged)
+    })
+    .await
+    .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+    let key = format::object_key(&settings.key_prefix, id);
+    let object = store.get(&key).await.map_err(|e| {
+        storage(format!(
+            "cannot read the archived log of step {id} ({key} in {}): {e}",
+            store.describe()
+        ))
+    })?;
+    splice(store, id, &key, staged, object).await
+}
+
+/// The step's log as LogFind's JSON: the archived object (if any) wins over the `staged`
+/// records, which were all written after it.
+async fn splice(
+    store: &dyn ObjectStore,
+    id: StepId,
+    key: &str,
+    staged: Staged,
+    object: Option<(Vec<u8>, ObjectInfo)>,
+) -> Result<Vec<u8>, LogError> {
+    blocking(move || {
+        log_json(
+            object.as_ref().map(|(bytes, info)| (&bytes[..], info)),
+            &staged,
+        )
+    })
+    .await
+    .map_err(|e| {
+        storage(format!(
+            "the archived log of step {id} ({key} in {}) is corrupt: {e}",
+            store.describe()
+        ))
+    })
 }
 
 /// The JSON array of a step's log: the records of `object` (its compressed bytes and what

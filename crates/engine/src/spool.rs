@@ -53,8 +53,10 @@ struct Dirty {
 /// A step found on disk at start.
 #[derive(Debug, Default)]
 pub(crate) struct Recovered {
-    pub segments: BTreeSet<u32>,
-    pub finished: bool,
+    /// The step's segments on disk.
+    pub(crate) segments: BTreeSet<u32>,
+    /// Whether its StepFinished came before the stop.
+    pub(crate) finished: bool,
 }
 
 fn private_dir(path: &Path) -> io::Result<()> {
@@ -73,7 +75,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Spool {
     /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
     /// The lock is held as long as the returned file is open.
-    pub fn open(root: &Path, max_open_files: usize) -> io::Result<(Self, File)> {
+    pub(crate) fn open(root: &Path, max_open_files: usize) -> io::Result<(Self, File)> {
         private_dir(root).map_err(context("cannot create spool directory", root))?;
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
@@ -103,7 +105,7 @@ impl Spool {
                 ),
             )
         })?;
-        let steps = root.join("steps");
+        let steps = root.join(STEPS);
         let tmp = root.join("tmp");
         private_dir(&steps).map_err(context("cannot create spool directory", &steps))?;
         // Leftovers of an interrupted archive build: never referenced again.
@@ -128,31 +130,35 @@ impl Spool {
         Ok((spool, lock))
     }
 
-    pub fn root(&self) -> &Path {
+    /// The spool's directory.
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
-    pub fn tmp_dir(&self) -> &Path {
+    /// Where archive builds put their temporary files.
+    pub(crate) fn tmp_dir(&self) -> &Path {
         &self.tmp
     }
 
     /// Empty files for new segments and archive builds (see [`FilePool`]).
-    pub fn pool(&self) -> &Arc<FilePool> {
+    pub(crate) fn pool(&self) -> &Arc<FilePool> {
         &self.pool
     }
 
-    pub fn segment_path(&self, id: StepId, segment: u32) -> PathBuf {
-        self.steps.join(format!("{id}.{segment}.ndjson"))
+    /// Where segment `segment` of step `id` lives.
+    pub(crate) fn segment_path(&self, id: StepId, segment: u32) -> PathBuf {
+        self.steps.join(segment_name(id, segment))
     }
 
-    pub fn open_files(&self) -> usize {
+    /// Spool files open right now (cached handles).
+    pub(crate) fn open_files(&self) -> usize {
         self.handles.lock().expect("spool handles").len()
     }
 
     /// Appends `records` to a segment that currently holds `len` bytes. The caller holds the
     /// step's lock, so appends of one step never interleave. On a failed write the segment is
     /// cut back to `len`, so a half-written batch never sits in front of later records.
-    pub fn append(
+    pub(crate) fn append(
         &self,
         id: StepId,
         segment: u32,
@@ -213,7 +219,7 @@ impl Spool {
     }
 
     /// Appends go elsewhere from now on: drop the cached handle of a sealed segment.
-    pub fn forget_handle(&self, id: StepId, segment: u32) {
+    pub(crate) fn forget_handle(&self, id: StepId, segment: u32) {
         self.handles
             .lock()
             .expect("spool handles")
@@ -221,7 +227,7 @@ impl Spool {
     }
 
     /// Flushes everything appended since the last call to the disk.
-    pub fn sync_pending(&self) -> io::Result<usize> {
+    pub(crate) fn sync_pending(&self) -> io::Result<usize> {
         let pending = std::mem::take(&mut *self.dirty.lock().expect("spool dirty set"));
         let mut synced = 0;
         for (id, segment) in pending.files {
@@ -239,7 +245,8 @@ impl Spool {
         Ok(synced)
     }
 
-    pub fn sync_file(&self, path: &Path) -> io::Result<()> {
+    /// Flushes one spool file to disk.
+    pub(crate) fn sync_file(&self, path: &Path) -> io::Result<()> {
         File::open(path)
             .and_then(|f| f.sync_data())
             .map_err(context("cannot fsync spool file", path))
@@ -248,7 +255,7 @@ impl Spool {
     /// Records that StepFinished came for a step: a hint for recovery only (without it, a
     /// step is archived after the idle timeout instead of right after a restart), so it is
     /// not fsynced on its own.
-    pub fn mark_finished(&self, id: StepId) -> io::Result<()> {
+    pub(crate) fn mark_finished(&self, id: StepId) -> io::Result<()> {
         let line = format!("{id}\n");
         let file = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         (&*file)
@@ -258,7 +265,11 @@ impl Spool {
 
     /// Removes the given segments (their files go back to the pool, emptied). Missing files
     /// are fine.
-    pub fn remove(&self, id: StepId, segments: impl IntoIterator<Item = u32>) -> io::Result<()> {
+    pub(crate) fn remove(
+        &self,
+        id: StepId,
+        segments: impl IntoIterator<Item = u32>,
+    ) -> io::Result<()> {
         for segment in segments {
             self.forget_handle(id, segment);
             let path = self.segment_path(id, segment);
@@ -273,7 +284,7 @@ impl Spool {
     /// torn tails cut off (a crash in the middle of a write leaves a partial last record that
     /// was never acknowledged), empty segments removed. The `finished` journal is rewritten
     /// with the steps still in the spool, so it only grows between two starts.
-    pub fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
+    pub(crate) fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
         let journal = &self.finished_path;
         let text = fs::read(journal).map_err(context("cannot read", journal))?;
         // A damaged line only loses its hint; never a reason not to start.
@@ -282,36 +293,24 @@ impl Spool {
             .filter_map(|line| line.parse().ok().and_then(|id| StepId::new(id).ok()))
             .collect();
         let mut found: BTreeMap<StepId, Recovered> = BTreeMap::new();
-        for item in fs::read_dir(&self.steps).map_err(context("cannot read", &self.steps))? {
-            let item = item?;
-            let name = item.file_name();
-            let name = name.to_string_lossy();
-            let Some((id, rest)) = name.split_once('.') else {
-                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
-                continue;
-            };
-            let Some(id) = id.parse().ok().and_then(|id| StepId::new(id).ok()) else {
-                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
-                continue;
-            };
-            if rest == "finished" {
-                // A marker file of an earlier version: now a journal line.
-                finished.insert(id);
-                remove_if_exists(&item.path())?;
-                continue;
-            }
-            let segment = rest
-                .strip_suffix(".ndjson")
-                .and_then(|s| s.parse::<u32>().ok());
-            let Some(segment) = segment else {
-                tracing::warn!(file = %item.path().display(), "ignoring unknown file in spool");
-                continue;
-            };
-            let path = item.path();
-            if repair_segment(&path)? {
-                found.entry(id).or_default().segments.insert(segment);
-            } else {
-                remove_if_exists(&path)?;
+        for item in step_files(&self.steps).map_err(context("cannot read", &self.steps))? {
+            let (path, kind) = item?;
+            match kind {
+                Some(StepFile::Segment(id, segment)) => {
+                    if repair_segment(&path)? {
+                        found.entry(id).or_default().segments.insert(segment);
+                    } else {
+                        remove_if_exists(&path)?;
+                    }
+                }
+                Some(StepFile::FinishedMarker(id)) => {
+                    // A marker file of an earlier version: now a journal line.
+                    finished.insert(id);
+                    remove_if_exists(&path)?;
+                }
+                None => {
+                    tracing::warn!(file = %path.display(), "ignoring unknown file in spool");
+                }
             }
         }
         let mut kept = String::new();
@@ -330,6 +329,70 @@ impl Spool {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = open_journal(journal)?;
         Ok(found)
     }
+}
+
+/// The directory of the step files, under the spool's root.
+const STEPS: &str = "steps";
+
+/// What a file in `steps/` is, by its name. The one place that names and parses them.
+#[derive(Debug, PartialEq, Eq)]
+enum StepFile {
+    /// `<id>.<segment>.ndjson`: a segment of a step's lines.
+    Segment(StepId, u32),
+    /// `<id>.finished`: the finished marker of an earlier version.
+    FinishedMarker(StepId),
+}
+
+impl StepFile {
+    /// What the file called `name` is; `None` for a name the spool never gives.
+    fn parse(name: &str) -> Option<Self> {
+        let (id, rest) = name.split_once('.')?;
+        let id = id.parse().ok().and_then(|id| StepId::new(id).ok())?;
+        if rest == "finished" {
+            return Some(Self::FinishedMarker(id));
+        }
+        let segment = rest.strip_suffix(".ndjson")?.parse::<u32>().ok()?;
+        Some(Self::Segment(id, segment))
+    }
+}
+
+/// The name of a segment file, as [`StepFile::parse`] reads it.
+fn segment_name(id: StepId, segment: u32) -> String {
+    format!("{id}.{segment}.ndjson")
+}
+
+/// The files of a `steps/` directory, each with what its name says it is (`None`: a file
+/// the spool never makes).
+fn step_files(
+    steps: &Path,
+) -> io::Result<impl Iterator<Item = io::Result<(PathBuf, Option<StepFile>)>> + use<>> {
+    Ok(fs::read_dir(steps)?.map(|item| {
+        let item = item?;
+        let kind = item.file_name().to_str().and_then(StepFile::parse);
+        Ok((item.path(), kind))
+    }))
+}
+
+/// The segment files of step `id` in the spool at `root`, in segment order; none when there
+/// is no spool. It only lists the directory, so it works beside a running engine: reads
+/// without an engine find a step's staged lines with it, as recovery does with
+/// [`Spool::recover`].
+pub(crate) fn list_segments(root: &Path, id: StepId) -> io::Result<Vec<PathBuf>> {
+    let files = match step_files(&root.join(STEPS)) {
+        Ok(files) => files,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut segments = Vec::new();
+    for item in files {
+        if let (path, Some(StepFile::Segment(step, segment))) = item?
+            && step == id
+        {
+            segments.push((segment, path));
+        }
+    }
+    segments.sort_unstable_by_key(|(segment, _)| *segment);
+    Ok(segments.into_iter().map(|(_, path)| path).collect())
 }
 
 /// Cuts a torn last record off a segment. Returns whether any record is left.
@@ -438,6 +501,44 @@ mod tests {
 
     fn id(n: i64) -> StepId {
         StepId::new(n).unwrap()
+    }
+
+    #[test]
+    fn step_file_names_round_trip_and_strangers_are_not_ours() {
+        let name = segment_name(id(42), 7);
+        assert_eq!(StepFile::parse(&name), Some(StepFile::Segment(id(42), 7)));
+        assert_eq!(
+            StepFile::parse("42.finished"),
+            Some(StepFile::FinishedMarker(id(42)))
+        );
+        for stranger in [
+            "42",
+            "0.1.ndjson",
+            "x.1.ndjson",
+            "42.1.json",
+            "42.-1.ndjson",
+        ] {
+            assert_eq!(StepFile::parse(stranger), None, "{stranger}");
+        }
+    }
+
+    #[test]
+    fn segments_are_listed_in_order_without_a_spool_too() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(list_segments(dir.path(), id(5)).unwrap().is_empty());
+        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        for segment in [10, 2, 1] {
+            spool
+                .append(id(5), segment, 0, b"{\"line\":0}\n", false)
+                .unwrap();
+        }
+        spool.append(id(6), 0, 0, b"{\"line\":0}\n", false).unwrap();
+        let listed = list_segments(dir.path(), id(5)).unwrap();
+        let expected: Vec<PathBuf> = [1, 2, 10]
+            .into_iter()
+            .map(|segment| spool.segment_path(id(5), segment))
+            .collect();
+        assert_eq!(listed, expected);
     }
 
     /// The journal survives a restart for steps still in the spool, converts the marker files

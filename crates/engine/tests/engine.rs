@@ -13,9 +13,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Resent and reordered batches, interleaved steps: the engine reads exactly like the
 /// reference store, before archiving, after it, and after late lines are merged in.
+///
+/// On the real clock: the end-to-end check of the schedule's timers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_match_the_reference_across_spool_and_archive() {
-    let h = Harness::new(|_| {}).await;
+    let h = Harness::real_time(|_| {}).await;
     let reference = MemoryStore::new();
     let batches: Vec<(i64, Vec<LogEntry>)> = vec![
         (1, vec![entry(1, 2, "c"), entry(1, 0, "a")]),
@@ -99,7 +101,8 @@ async fn entries_come_back_exactly_as_sent() {
     h.engine.log_append(&step(3), sent.clone()).await.unwrap();
     assert_eq!(h.engine.log_find(&step(3)).await.unwrap(), sent);
     h.engine.step_finished(&step(3)).await;
-    wait_until("archived", WAIT, async || h.uploads() == 1).await;
+    h.advance(Duration::ZERO).await;
+    assert_eq!(h.uploads(), 1, "archived");
     assert_eq!(h.object(3).await.unwrap(), sent);
     assert_eq!(h.engine.log_find(&step(3)).await.unwrap(), sent);
 }
@@ -114,12 +117,16 @@ async fn late_lines_after_finish_and_after_archive() {
         .await
         .unwrap();
     h.engine.step_finished(&step(4)).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.advance(Duration::from_millis(100)).await;
     h.engine
         .log_append(&step(4), vec![entry(4, 2, "c")])
         .await
         .unwrap();
-    wait_until("archived", WAIT, async || h.uploads() == 1).await;
+    // The grace period counts from the last line.
+    h.advance(Duration::from_millis(499)).await;
+    assert_eq!(h.uploads(), 0, "archived before the grace period");
+    h.advance(Duration::from_millis(1)).await;
+    assert_eq!(h.uploads(), 1, "archived");
     assert_eq!(
         texts(&h.object(4).await.unwrap()),
         vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
@@ -131,17 +138,18 @@ async fn late_lines_after_finish_and_after_archive() {
         .unwrap();
     // Readable right away, before the re-archive.
     assert_eq!(h.engine.log_find(&step(4)).await.unwrap().len(), 5);
-    wait_until("re-archived", WAIT, async || h.uploads() == 2).await;
+    h.advance(Duration::from_millis(500)).await;
+    assert_eq!(h.uploads(), 2, "re-archived");
     let lines: Vec<i64> = h.object(4).await.unwrap().iter().map(|e| e.line).collect();
     assert_eq!(lines, vec![0, 1, 2, 3, 4]);
-    wait_until("spool emptied", WAIT, async || h.segments(4).is_empty()).await;
+    assert!(h.segments(4).is_empty(), "spool emptied");
 }
 
 /// Lines that arrive while an upload is in flight go to a new segment and survive the
 /// deletion of the archived one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_during_an_upload_are_kept() {
-    let h = Harness::new(|s| s.finalize_delay = Duration::ZERO).await;
+    let h = Harness::real_time(|s| s.finalize_delay = Duration::ZERO).await;
     h.store.hold_puts.store(true, Ordering::SeqCst);
     h.engine
         .log_append(&step(5), vec![entry(5, 0, "a")])
@@ -178,10 +186,18 @@ async fn archive_outage_loses_nothing() {
             .unwrap();
     }
     h.engine.step_finished(&step(6)).await;
-    wait_until("several failed attempts", WAIT, async || {
-        h.engine.stats().archive_failures >= 3
-    })
-    .await;
+    h.advance(Duration::ZERO).await;
+    h.advance(RETRY_MAX).await;
+    h.advance(RETRY_MAX).await;
+    assert!(
+        h.engine.stats().archive_failures >= 3,
+        "several failed attempts"
+    );
+    assert_eq!(
+        h.engine.stats().archive_failures,
+        3,
+        "one attempt per retry"
+    );
     assert_eq!(h.engine.log_find(&step(6)).await.unwrap().len(), 50);
     // A step nobody knows cannot be answered while the archive is down: the error says why.
     let err = h.engine.log_find(&step(77)).await.unwrap_err().to_string();
@@ -200,11 +216,12 @@ async fn archive_outage_loses_nothing() {
         .log_append(&step(6), vec![entry(6, 50, "after outage")])
         .await
         .unwrap();
-    wait_until("archived after the outage", WAIT, async || {
-        h.object(6).await.is_some_and(|o| o.len() == 51)
-    })
-    .await;
-    wait_until("spool emptied", WAIT, async || h.segments(6).is_empty()).await;
+    h.advance(RETRY_MAX).await;
+    assert!(
+        h.object(6).await.is_some_and(|o| o.len() == 51),
+        "archived after the outage"
+    );
+    assert!(h.segments(6).is_empty(), "spool emptied");
     assert_eq!(h.engine.log_find(&step(6)).await.unwrap().len(), 51);
 }
 
@@ -218,7 +235,13 @@ async fn failed_uploads_are_retried() {
         .await
         .unwrap();
     h.engine.step_finished(&step(8)).await;
-    wait_until("archived", WAIT, async || h.uploads() == 1).await;
+    h.advance(Duration::ZERO).await;
+    for failures in 1..=3 {
+        assert_eq!(h.engine.stats().archive_failures, failures);
+        assert_eq!(h.uploads(), 0);
+        h.advance(RETRY_MAX).await;
+    }
+    assert_eq!(h.uploads(), 1, "archived");
     assert_eq!(h.engine.stats().archive_failures, 3);
     assert_eq!(texts(&h.object(8).await.unwrap()), vec![(0, "a".into())]);
 }
@@ -231,16 +254,17 @@ async fn sweeper_archives_steps_that_never_finish() {
         .log_append(&step(10), vec![entry(10, 0, "a")])
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.advance(Duration::from_millis(399)).await;
     assert_eq!(h.uploads(), 0, "archived before the idle timeout");
-    wait_until("swept", WAIT, async || h.uploads() == 1).await;
+    h.advance(Duration::from_millis(1)).await;
+    assert_eq!(h.uploads(), 1, "swept");
     assert_eq!(texts(&h.object(10).await.unwrap()), vec![(0, "a".into())]);
 }
 
 /// At most `archive_concurrency` uploads run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_bounded() {
-    let h = Harness::new(|s| {
+    let h = Harness::real_time(|s| {
         s.finalize_delay = Duration::ZERO;
         s.archive_concurrency = 2;
     })
@@ -269,7 +293,8 @@ async fn delete_removes_everything() {
         .await
         .unwrap();
     h.engine.step_finished(&step(11)).await;
-    wait_until("archived", WAIT, async || h.uploads() == 1).await;
+    h.advance(Duration::ZERO).await;
+    assert_eq!(h.uploads(), 1, "archived");
     h.engine
         .log_append(&step(11), vec![entry(11, 1, "late secret")])
         .await
@@ -285,7 +310,7 @@ async fn delete_removes_everything() {
     assert!(left.is_empty(), "spool files left: {left:?}");
     h.engine.log_delete(&step(11)).await.unwrap();
     h.engine.log_delete(&step(12345)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.advance(Duration::from_secs(60)).await;
     assert!(h.object(11).await.is_none(), "deleted log resurfaced");
 }
 
@@ -301,6 +326,7 @@ async fn delete_beats_pending_archives() {
         .await
         .unwrap();
     h.engine.step_finished(&step(13)).await;
+    h.clock().advance(Duration::ZERO);
     wait_until("upload started", WAIT, async || {
         h.store.puts_in_flight.load(Ordering::SeqCst) == 1
     })
@@ -320,13 +346,11 @@ async fn delete_beats_pending_archives() {
         .await
         .unwrap();
     h.engine.step_finished(&step(14)).await;
-    wait_until("a failed attempt", WAIT, async || {
-        h.engine.stats().archive_failures >= 1
-    })
-    .await;
+    h.advance(Duration::ZERO).await;
+    assert!(h.engine.stats().archive_failures >= 1, "a failed attempt");
     h.engine.log_delete(&step(14)).await.unwrap();
     h.store.fail_puts.store(0, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.advance(Duration::from_secs(60)).await;
     assert!(h.object(13).await.is_none(), "step 13 resurfaced");
     assert!(h.object(14).await.is_none(), "step 14 resurfaced");
     assert!(h.engine.log_find(&step(14)).await.unwrap().is_empty());
@@ -372,7 +396,8 @@ async fn corrupt_object_is_a_clear_error_and_harms_no_other_step() {
             .unwrap();
         h.engine.step_finished(&step(id)).await;
     }
-    wait_until("archived", WAIT, async || h.uploads() == 2).await;
+    h.advance(Duration::ZERO).await;
+    assert_eq!(h.uploads(), 2, "archived");
     let key = h.engine.object_key(logservice::StepId::new(15).unwrap());
     let garbage = h.dir.path().join("garbage");
     std::fs::write(&garbage, b"\x28\xb5\x2f\xfd this is not what we wrote").unwrap();
@@ -394,10 +419,11 @@ async fn corrupt_object_is_a_clear_error_and_harms_no_other_step() {
         .log_append(&step(15), vec![entry(15, 1, "late")])
         .await
         .unwrap();
-    wait_until("a failed re-archive", WAIT, async || {
-        h.engine.stats().archive_failures >= 1
-    })
-    .await;
+    h.advance(Duration::ZERO).await;
+    assert!(
+        h.engine.stats().archive_failures >= 1,
+        "a failed re-archive"
+    );
     assert_eq!(h.segments(15).len(), 1, "late lines must stay staged");
     // Deleting the damaged log works and clears the way.
     h.engine.log_delete(&step(15)).await.unwrap();
@@ -472,7 +498,8 @@ async fn offline_reader_matches_log_find_beside_a_live_engine() {
         .await
         .unwrap();
     h.engine.step_finished(&step(33)).await;
-    wait_until("archived", WAIT, async || h.uploads() == 1).await;
+    h.advance(Duration::ZERO).await;
+    assert_eq!(h.uploads(), 1, "archived");
     h.engine
         .log_append(
             &step(33),

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use engine::Engine;
+use engine::{Engine, ManualClock};
 use logservice::LogService;
-
-const WAIT: Duration = Duration::from_secs(15);
 
 /// Finished steps are archived right after the restart, unfinished ones after the idle
 /// timeout, and every line is readable in between.
@@ -41,10 +39,8 @@ async fn restart_resumes_unfinished_work() {
         );
     }
     // The finished mark survived: no new grace period.
-    wait_until("finished step archived", WAIT, async || {
-        h.object(40).await.is_some()
-    })
-    .await;
+    h.advance(Duration::ZERO).await;
+    assert!(h.object(40).await.is_some(), "finished step archived");
     assert!(
         h.object(41).await.is_none(),
         "unfinished step archived too early"
@@ -53,14 +49,17 @@ async fn restart_resumes_unfinished_work() {
         .log_append(&step(41), vec![entry(41, 2, "after restart")])
         .await
         .unwrap();
-    wait_until("idle step swept", WAIT, async || {
-        h.object(41).await.is_some_and(|o| o.len() == 3)
-    })
-    .await;
-    wait_until("spool emptied", WAIT, async || {
-        h.segments(40).is_empty() && h.segments(41).is_empty()
-    })
-    .await;
+    h.advance(Duration::from_millis(1499)).await;
+    assert!(h.object(41).await.is_none(), "idle step swept too early");
+    h.advance(Duration::from_millis(1)).await;
+    assert!(
+        h.object(41).await.is_some_and(|o| o.len() == 3),
+        "idle step swept"
+    );
+    assert!(
+        h.segments(40).is_empty() && h.segments(41).is_empty(),
+        "spool emptied"
+    );
 }
 
 /// A crash in the middle of a write leaves a partial record: it is cut off with a warning,
@@ -85,9 +84,13 @@ async fn torn_spool_record_is_dropped_the_rest_kept() {
         .write_all(br#"{"id":0,"step_id":43,"time":20,"line":2,"data":"Yw"#)
         .unwrap();
 
-    let engine = Engine::start(fast_settings(dir.join("spool")), store.clone())
-        .await
-        .unwrap();
+    let clock = ManualClock::new();
+    let engine = start_engine(
+        fast_settings(dir.join("spool")),
+        store.clone(),
+        Some(clock.clone()),
+    )
+    .await;
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), complete);
     assert_eq!(
         texts(&engine.log_find(&step(43)).await.unwrap()),
@@ -102,8 +105,11 @@ async fn torn_spool_record_is_dropped_the_rest_kept() {
         dir: tempfile::TempDir::with_prefix("unused").unwrap(),
         store,
         engine,
+        clock: Some(clock),
     };
-    wait_until("archived", WAIT, async || h.object(43).await.is_some()).await;
+    // The restarted engine has the grace period of `fast_settings`.
+    h.advance(Duration::from_millis(200)).await;
+    assert!(h.object(43).await.is_some(), "archived");
     assert_eq!(
         texts(&h.object(43).await.unwrap()),
         vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]
@@ -192,7 +198,8 @@ async fn sigkill_loses_no_acknowledged_line() {
     let store = Arc::new(FaultyStore::new(&dir.path().join("archive")));
     let mut settings = fast_settings(dir.path().join("spool"));
     settings.idle_timeout = Duration::from_secs(1);
-    let engine = Engine::start(settings, store.clone()).await.unwrap();
+    let clock = ManualClock::new();
+    let engine = start_engine(settings, store.clone(), Some(clock.clone())).await;
     for (&id, &last) in &acked {
         let found = engine.log_find(&step(id)).await.unwrap();
         assert!(
@@ -202,11 +209,17 @@ async fn sigkill_loses_no_acknowledged_line() {
         );
         assert!(found.iter().enumerate().all(|(i, e)| e.line == i as i64));
     }
-    let h = Harness { dir, store, engine };
+    let h = Harness {
+        dir,
+        store,
+        engine,
+        clock: Some(clock),
+    };
+    h.advance(Duration::from_secs(1)).await;
     for (&id, &last) in &acked {
-        wait_until("archived after the crash", WAIT, async || {
-            h.object(id).await.is_some_and(|o| o.len() as i64 > last)
-        })
-        .await;
+        assert!(
+            h.object(id).await.is_some_and(|o| o.len() as i64 > last),
+            "step {id} archived after the crash"
+        );
     }
 }

@@ -9,27 +9,27 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use archive::{LocalDirStore, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
-use engine::{Engine, EngineSettings};
+use engine::{Clock, Engine, EngineSettings, ManualClock};
 use logservice::{LogEntry, Step};
 
 /// Wraps a real store; every fault is switched on and off by the test.
-pub struct FaultyStore {
-    pub inner: LocalDirStore,
+pub(crate) struct FaultyStore {
+    pub(crate) inner: LocalDirStore,
     /// Every call fails with a transient error (the server is down).
-    pub down: AtomicBool,
+    pub(crate) down: AtomicBool,
     /// Every call fails with access denied.
-    pub denied: AtomicBool,
+    pub(crate) denied: AtomicBool,
     /// The next N `put_file` calls fail.
-    pub fail_puts: AtomicU32,
+    pub(crate) fail_puts: AtomicU32,
     /// `put_file` waits while this is set (an upload in flight).
-    pub hold_puts: AtomicBool,
-    pub puts: AtomicU32,
-    pub puts_in_flight: AtomicUsize,
-    pub max_puts_in_flight: AtomicUsize,
+    pub(crate) hold_puts: AtomicBool,
+    pub(crate) puts: AtomicU32,
+    pub(crate) puts_in_flight: AtomicUsize,
+    pub(crate) max_puts_in_flight: AtomicUsize,
 }
 
 impl FaultyStore {
-    pub fn new(root: &Path) -> Self {
+    pub(crate) fn new(root: &Path) -> Self {
         Self {
             inner: LocalDirStore::new(root).unwrap(),
             down: AtomicBool::new(false),
@@ -111,49 +111,93 @@ impl ObjectStore for FaultyStore {
     }
 }
 
-pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub store: Arc<FaultyStore>,
-    pub engine: Engine,
+pub(crate) struct Harness {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: Arc<FaultyStore>,
+    pub(crate) engine: Engine,
+    /// The clock of the engine's archive schedule; `None` on the real clock.
+    pub(crate) clock: Option<ManualClock>,
 }
 
+/// The longest retry backoff of [`fast_settings`]: advancing by it makes any due retry run.
+pub(crate) const RETRY_MAX: Duration = Duration::from_millis(200);
+
 /// Settings for tests: short delays, fast retries.
-pub fn fast_settings(spool: PathBuf) -> EngineSettings {
+pub(crate) fn fast_settings(spool: PathBuf) -> EngineSettings {
     let mut s = EngineSettings::new(spool);
     s.finalize_delay = Duration::from_millis(200);
     s.idle_timeout = Duration::from_secs(30);
     s.retry_initial = Duration::from_millis(50);
-    s.retry_max = Duration::from_millis(200);
+    s.retry_max = RETRY_MAX;
     s.sync_interval = Duration::from_millis(100);
     s
 }
 
 impl Harness {
-    pub async fn new(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+    /// An engine whose archive schedule runs on a manual clock: time moves on only through
+    /// [`Harness::advance`].
+    pub(crate) async fn new(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+        Self::start(Some(ManualClock::new()), tune).await
+    }
+
+    /// An engine on the real clock, for end-to-end tests of the timers and of work that
+    /// overlaps in time.
+    pub(crate) async fn real_time(tune: impl FnOnce(&mut EngineSettings)) -> Self {
+        Self::start(None, tune).await
+    }
+
+    async fn start(clock: Option<ManualClock>, tune: impl FnOnce(&mut EngineSettings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FaultyStore::new(&dir.path().join("archive")));
         let mut settings = fast_settings(dir.path().join("spool"));
         tune(&mut settings);
-        let engine = Engine::start(settings, store.clone()).await.unwrap();
-        Self { dir, store, engine }
+        let engine = start_engine(settings, store.clone(), clock.clone()).await;
+        Self {
+            dir,
+            store,
+            engine,
+            clock,
+        }
     }
 
-    /// Stops the engine and starts a new one on the same spool and store.
-    pub async fn restart(self, tune: impl FnOnce(&mut EngineSettings)) -> Self {
-        let Self { dir, store, engine } = self;
+    /// Stops the engine and starts a new one on the same spool, store and clock.
+    pub(crate) async fn restart(self, tune: impl FnOnce(&mut EngineSettings)) -> Self {
+        let Self {
+            dir,
+            store,
+            engine,
+            clock,
+        } = self;
         engine.shutdown().await.unwrap();
         let mut settings = fast_settings(dir.path().join("spool"));
         tune(&mut settings);
-        let engine = Engine::start(settings, store.clone()).await.unwrap();
-        Self { dir, store, engine }
+        let engine = start_engine(settings, store.clone(), clock.clone()).await;
+        Self {
+            dir,
+            store,
+            engine,
+            clock,
+        }
     }
 
-    pub fn spool_dir(&self) -> PathBuf {
+    /// The manual clock of the engine's schedule.
+    pub(crate) fn clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("a harness on a manual clock")
+    }
+
+    /// Moves the schedule's time on by `by` and waits until the engine has run every archive
+    /// due by then (successfully or not).
+    pub(crate) async fn advance(&self, by: Duration) {
+        self.clock().advance(by);
+        self.clock().settle().await;
+    }
+
+    pub(crate) fn spool_dir(&self) -> PathBuf {
         self.dir.path().join("spool")
     }
 
     /// Spool segment files of a step.
-    pub fn segments(&self, id: i64) -> Vec<PathBuf> {
+    pub(crate) fn segments(&self, id: i64) -> Vec<PathBuf> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(self.spool_dir().join("steps"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -167,7 +211,7 @@ impl Harness {
     }
 
     /// The archive object of a step, decoded, read straight from the store.
-    pub async fn object(&self, id: i64) -> Option<Vec<LogEntry>> {
+    pub(crate) async fn object(&self, id: i64) -> Option<Vec<LogEntry>> {
         let key = self.engine.object_key(logservice::StepId::new(id).unwrap());
         let (bytes, info) = self.store.inner.get(&key).await.unwrap()?;
         assert_eq!(info.meta.content_type, "application/x-ndjson");
@@ -175,12 +219,24 @@ impl Harness {
         Some(engine::format::decode_object(&bytes).unwrap())
     }
 
-    pub fn uploads(&self) -> u64 {
+    pub(crate) fn uploads(&self) -> u64 {
         self.engine.stats().archive_uploads
     }
 }
 
-pub fn step(id: i64) -> Step {
+/// Starts an engine on `clock`, or on the real clock.
+pub(crate) async fn start_engine(
+    settings: EngineSettings,
+    store: Arc<FaultyStore>,
+    clock: Option<ManualClock>,
+) -> Engine {
+    let clock = clock.map_or(Clock::Real, Clock::Manual);
+    Engine::start_with_clock(settings, store, clock)
+        .await
+        .unwrap()
+}
+
+pub(crate) fn step(id: i64) -> Step {
     Step {
         id,
         name: format!("step-{id}"),
@@ -188,7 +244,7 @@ pub fn step(id: i64) -> Step {
     }
 }
 
-pub fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
+pub(crate) fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
     LogEntry {
         step_id,
         line,
@@ -200,7 +256,7 @@ pub fn entry(step_id: i64, line: i64, text: &str) -> LogEntry {
 }
 
 /// `(line, text)` pairs for compact assertions.
-pub fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
+pub(crate) fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
     entries
         .iter()
         .map(|e| {
@@ -212,8 +268,9 @@ pub fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// Polls `cond` until it holds; panics with `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+/// Polls `cond` until it holds; panics with `what` after `timeout`. For work that overlaps in
+/// real time (uploads held open); the schedule's timers are driven by [`Harness::advance`].
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");

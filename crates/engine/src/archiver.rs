@@ -1,0 +1,415 @@
+//! Archiving: the scheduler that picks due steps, and one archive run per step (seal, merge
+//! the previous object with the sealed segments, upload, verify, and only then remove the
+//! sealed segments).
+//!
+//! One upload per step at a time and a bounded number overall; a failed run is retried with
+//! backoff while the spool keeps the lines (reads merge object and spool meanwhile).
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use archive::{ObjectInfo, StoreError};
+use logservice::StepId;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::build::build;
+use crate::clock::Passes;
+use crate::format::{self, Summary};
+use crate::shared::Shared;
+use crate::step::{Action, Slot};
+use crate::threads::{at_idle_priority, blocking};
+
+/// Why an archive run failed. The texts reach the logs as they are.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ArchiveError {
+    /// The object the new one must include could not be read.
+    #[error("reading the previous archive {key} from {store}: {source}")]
+    ReadPrevious {
+        key: String,
+        store: String,
+        source: StoreError,
+    },
+    /// Merging the previous object and the sealed segments failed (local disk, or a damaged
+    /// previous object).
+    #[error("building the archive {key}: {source}")]
+    Build { key: String, source: std::io::Error },
+    /// The store did not take the object.
+    #[error("uploading {key} to {store}: {source}")]
+    Upload {
+        key: String,
+        store: String,
+        source: StoreError,
+    },
+    /// The store holds something other than what was uploaded.
+    #[error("verifying {key} in {store}: {source}")]
+    Verify {
+        key: String,
+        store: String,
+        source: VerifyError,
+    },
+    /// The object is stored, but its sealed segments could not be removed from the spool
+    /// (the next run merges them again, which changes nothing).
+    #[error("removing archived spool segments: {source}")]
+    RemoveSealed { key: String, source: std::io::Error },
+}
+
+/// How a stored object differs from what was uploaded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum VerifyError {
+    /// The store reports another size.
+    #[error("stored {stored} bytes, uploaded {uploaded}")]
+    Size { stored: u64, uploaded: u64 },
+    /// The store's metadata claims another line count.
+    #[error("stored object claims {stored} lines, uploaded {uploaded}")]
+    LineCount { stored: String, uploaded: u64 },
+}
+
+/// What an archive run stored.
+struct Archived {
+    key: String,
+    summary: Summary,
+    /// Compressed bytes uploaded.
+    size: u64,
+}
+
+/// Runs the scheduler until `stop`: a pass at each of the clock's [`Passes`], then the runs
+/// still going are aborted (their lines stay in the spool).
+pub(crate) async fn scheduler_loop(
+    inner: Arc<Shared>,
+    mut passes: Passes,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut jobs = JoinSet::new();
+    'passes: loop {
+        let requested = tokio::select! {
+            _ = stop.changed() => break,
+            requested = passes.next() => requested,
+        };
+        reap(&mut jobs);
+        inner.schedule(&mut jobs);
+        let Some(pass) = requested else {
+            continue;
+        };
+        // A manual clock's pass ends when nothing runs any more: runs that finish free upload
+        // slots for steps that were due too.
+        while !jobs.is_empty() {
+            tokio::select! {
+                _ = stop.changed() => break 'passes,
+                _ = jobs.join_next() => {}
+            }
+            reap(&mut jobs);
+            inner.schedule(&mut jobs);
+        }
+        passes.completed(pass);
+    }
+    jobs.shutdown().await;
+}
+
+/// Collects the runs that ended, reporting panics.
+fn reap(jobs: &mut JoinSet<()>) {
+    while let Some(result) = jobs.try_join_next() {
+        if let Err(e) = result
+            && e.is_panic()
+        {
+            tracing::error!(error = %e, "an archive run panicked; it will be retried");
+        }
+    }
+}
+
+/// Clears a run's hold on its step even when the run panics or is aborted (then as a
+/// failure, so the step is retried later).
+struct RunEnd<'a> {
+    inner: &'a Shared,
+    slot: &'a Slot,
+    ok: bool,
+}
+
+impl Drop for RunEnd<'_> {
+    fn drop(&mut self) {
+        let now = self.inner.clock.now();
+        let mut state = self.slot.state();
+        if self.ok {
+            state.archive_succeeded(now);
+        } else {
+            state.archive_failed(now, &self.inner.backoff);
+        }
+    }
+}
+
+impl Shared {
+    /// Starts archive runs of due steps while upload slots are free; forgets idle ones.
+    fn schedule(self: &Arc<Self>, jobs: &mut JoinSet<()>) {
+        let now = self.clock.now();
+        let mut forget = Vec::new();
+        for (id, slot) in self.steps.all() {
+            let mut state = slot.state();
+            match state.action(now, &self.settings) {
+                Action::Wait => {}
+                Action::Forget => forget.push((id, slot.clone())),
+                Action::Archive => {
+                    let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                        continue;
+                    };
+                    state.start_archiving();
+                    drop(state);
+                    let inner = self.clone();
+                    jobs.spawn(async move {
+                        inner.archive_job(id, slot).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        self.steps.forget(forget, now, &self.settings);
+    }
+
+    /// One archive run of a step, logged, its outcome recorded in the step's state.
+    async fn archive_job(self: Arc<Self>, id: StepId, slot: Arc<Slot>) {
+        let mut end = RunEnd {
+            inner: &self,
+            slot: &slot,
+            ok: false,
+        };
+        let started = Instant::now();
+        match self.archive(id, &slot).await {
+            Ok(Some(Archived { key, summary, size })) => {
+                end.ok = true;
+                tracing::info!(
+                    step = %id,
+                    key = %key,
+                    lines = summary.lines,
+                    bytes = size,
+                    uncompressed = summary.uncompressed_size,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "archived step log"
+                );
+            }
+            Ok(None) => end.ok = true,
+            Err(e) => {
+                self.counters
+                    .archive_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let failures = slot.state().failures() + 1;
+                tracing::warn!(
+                    step = %id,
+                    attempt = failures,
+                    error = %e,
+                    "archiving failed; the lines stay in the spool and archiving will be retried"
+                );
+            }
+        }
+    }
+
+    /// One archive run: seal, merge previous object + sealed segments, upload, verify, and
+    /// only then remove the sealed segments. Returns what was stored, or `None` when there
+    /// was nothing to do.
+    async fn archive(
+        self: &Arc<Self>,
+        id: StepId,
+        slot: &Slot,
+    ) -> Result<Option<Archived>, ArchiveError> {
+        let _exclusive = slot.archive.lock().await;
+        let sealed = {
+            let mut state = slot.state();
+            if state.is_removed() {
+                return Ok(None);
+            }
+            let (sealed, closed) = state.seal();
+            if let Some(segment) = closed {
+                self.spool.forget_handle(id, segment);
+            }
+            sealed
+        };
+        if sealed.is_empty() {
+            return Ok(None);
+        }
+        let paths: Vec<PathBuf> = sealed
+            .clone()
+            .map(|s| self.spool.segment_path(id, s))
+            .collect();
+        let key = format::object_key(&self.settings.key_prefix, id);
+
+        let previous = match self.store.get(&key).await {
+            Ok(previous) => previous.map(|(bytes, _)| bytes),
+            Err(source) => {
+                return Err(ArchiveError::ReadPrevious {
+                    store: self.store.describe(),
+                    key,
+                    source,
+                });
+            }
+        };
+
+        let inner = self.clone();
+        let built = at_idle_priority("archive-build", move || {
+            for path in &paths {
+                match inner.spool.sync_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            build(
+                previous.as_deref(),
+                &paths,
+                inner.spool.tmp_dir(),
+                inner.settings.compression_level,
+                inner.settings.sort_budget_bytes,
+                inner.spool.pool(),
+            )
+        })
+        .await
+        .and_then(|built| built);
+        let built = match built {
+            Ok(built) => built,
+            Err(source) => return Err(ArchiveError::Build { key, source }),
+        };
+
+        let stored = match built {
+            // The sealed segments held no readable record: nothing to keep.
+            None => None,
+            Some(built) => {
+                let meta = built.summary.to_meta(id);
+                // Even a failed upload may have stored the object.
+                slot.state().upload_started();
+                let uploaded = match self.store.put_file(&key, built.file.path(), &meta).await {
+                    Ok(info) => verify(&info, built.size, &built.summary).map_err(|source| {
+                        ArchiveError::Verify {
+                            key: key.clone(),
+                            store: self.store.describe(),
+                            source,
+                        }
+                    }),
+                    Err(source) => Err(ArchiveError::Upload {
+                        key: key.clone(),
+                        store: self.store.describe(),
+                        source,
+                    }),
+                };
+                let (file, size, summary) = (built.file, built.size, built.summary);
+                // Recycling the file frees its blocks, which can take milliseconds (the
+                // file system may discard them on the device): never on the runtime.
+                blocking(move || drop(file)).await;
+                uploaded?;
+                self.counters
+                    .archive_uploads
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .archive_bytes_uploaded
+                    .fetch_add(size, Ordering::Relaxed);
+                Some(Archived { key, summary, size })
+            }
+        };
+        self.remove_sealed(id, slot, sealed).await?;
+        Ok(stored)
+    }
+
+    /// Removes the sealed segments of a run whose object is stored (or that held nothing).
+    async fn remove_sealed(
+        self: &Arc<Self>,
+        id: StepId,
+        slot: &Slot,
+        sealed: Range<u32>,
+    ) -> Result<(), ArchiveError> {
+        let inner = self.clone();
+        let segments = sealed.clone();
+        blocking(move || inner.spool.remove(id, segments))
+            .await
+            .map_err(|source| ArchiveError::RemoveSealed {
+                key: format::object_key(&self.settings.key_prefix, id),
+                source,
+            })?;
+        slot.state().sealed_removed(sealed.end);
+        Ok(())
+    }
+}
+
+/// Checks what the store reports holding after an upload against what was built, before the
+/// spool segments are removed.
+fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), VerifyError> {
+    if info.size != size {
+        return Err(VerifyError::Size {
+            stored: info.size,
+            uploaded: size,
+        });
+    }
+    // Some S3-compatible servers drop user metadata; only a contradiction is an error.
+    if let Some(lines) = info.meta.user.get(format::META_LINE_COUNT)
+        && *lines != summary.lines.to_string()
+    {
+        return Err(VerifyError::LineCount {
+            stored: lines.clone(),
+            uploaded: summary.lines,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use archive::ObjectMeta;
+
+    use super::*;
+
+    /// The texts operators know from the logs, now built from typed errors.
+    #[test]
+    fn archive_errors_read_as_before() {
+        let key = "v1/001/1.ndjson.zst".to_string();
+        let build = ArchiveError::Build {
+            key: key.clone(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(
+            build.to_string(),
+            "building the archive v1/001/1.ndjson.zst: disk full"
+        );
+        let verify = ArchiveError::Verify {
+            key: key.clone(),
+            store: "local directory /a".into(),
+            source: VerifyError::Size {
+                stored: 1,
+                uploaded: 2,
+            },
+        };
+        assert_eq!(
+            verify.to_string(),
+            "verifying v1/001/1.ndjson.zst in local directory /a: stored 1 bytes, uploaded 2"
+        );
+        let remove = ArchiveError::RemoveSealed {
+            key,
+            source: std::io::Error::other("read-only"),
+        };
+        assert_eq!(
+            remove.to_string(),
+            "removing archived spool segments: read-only"
+        );
+        assert!(std::error::Error::source(&remove).is_some());
+    }
+
+    #[test]
+    fn verify_names_what_differs() {
+        let summary = Summary {
+            lines: 3,
+            ..Summary::default()
+        };
+        let mut info = ObjectInfo {
+            size: 10,
+            meta: ObjectMeta::default(),
+        };
+        assert!(verify(&info, 10, &summary).is_ok());
+        assert_eq!(
+            verify(&info, 11, &summary).unwrap_err().to_string(),
+            "stored 10 bytes, uploaded 11"
+        );
+        info.meta
+            .user
+            .insert(format::META_LINE_COUNT.into(), "4".into());
+        assert_eq!(
+            verify(&info, 10, &summary).unwrap_err().to_string(),
+            "stored object claims 4 lines, uploaded 3"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! What the engine's calls and its background loops share: settings, store, spool, the
+//! steps' state, upload slots, counters, the schedule's clock and the retry backoff.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use archive::ObjectStore;
+use logservice::LogError;
+use tokio::sync::Semaphore;
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::settings::EngineSettings;
+use crate::spool::Spool;
+use crate::step::Steps;
+
+/// The engine's state, behind an `Arc` that its calls and background loops hold.
+pub(crate) struct Shared {
+    pub(crate) settings: EngineSettings,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) spool: Spool,
+    pub(crate) steps: Steps,
+    /// Upload slots: `archive_concurrency` runs at once.
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) counters: Counters,
+    /// The time of the archive schedule.
+    pub(crate) clock: Clock,
+    /// Retry delays of failed archive runs.
+    pub(crate) backoff: Backoff,
+}
+
+/// The counters behind [`crate::EngineStats`] (see there for each).
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) appends: AtomicU64,
+    pub(crate) entries_appended: AtomicU64,
+    pub(crate) spool_bytes_written: AtomicU64,
+    pub(crate) spool_syncs: AtomicU64,
+    pub(crate) archive_uploads: AtomicU64,
+    pub(crate) archive_bytes_uploaded: AtomicU64,
+    pub(crate) archive_failures: AtomicU64,
+}
+
+/// A failure of the spool or the archive, as the host receives it.
+pub(crate) fn storage(text: String) -> LogError {
+    LogError::Storage(text)
+}

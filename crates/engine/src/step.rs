@@ -1,0 +1,524 @@
+//! The engine's small in-memory state per step (never any of its lines), and the only code
+//! that changes it.
+//!
+//! # Lock order
+//!
+//! Three locks guard a step; whoever needs several takes them in this order:
+//!
+//! 1. the slot's **archive** lock ([`Slot::archive`], async): held for a whole archive run and
+//!    by LogDelete, so one of them at a time works on the step's object and sealed segments;
+//! 2. the **steps map** ([`Steps`]);
+//! 3. the slot's **state** ([`Slot::state()`]).
+//!
+//! Read as containment, the order is map → state → archive (the map holds the slots, a slot
+//! its state and its archive lock); taken, the async archive lock comes first, because the
+//! map and the state are plain mutexes that are never held across an `.await`, so nobody
+//! awaits the archive lock while holding either. Appends write the spool while holding the
+//! state, and LogDelete removes the step's files while holding the map (so no append can
+//! restart the step in a file being removed). The spool's own mutexes (open handles, the
+//! dirty set, the finished journal, the file pool) and the backoff's random source are
+//! leaves: taken last, nothing is taken while holding them.
+//!
+//! # Phases
+//!
+//! Where a step is in its archive cycle is its [`Phase`]:
+//!
+//! | from                | event                                              | to                              | where                |
+//! |---------------------|----------------------------------------------------|---------------------------------|----------------------|
+//! | (new)               | first append or StepFinished; recovery at start    | `Idle`                          | [`Steps::with_state`], `Engine::start` |
+//! | `Idle`, `Backoff`   | the scheduler finds it due and an upload slot free | `Archiving { failures }`        | `archiver::schedule` |
+//! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
+//! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
+//! | `Idle`, `Backoff`   | no spool data, no activity for the idle timeout    | `Removed` (left the map)        | `archiver::schedule` |
+//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Shared::delete`     |
+//! | `Removed`           | anything                                           | `Removed`                       |                      |
+//!
+//! Beside the phase, a state holds facts that events update whatever the phase:
+//!
+//! | field                          | changed by                                                                          |
+//! |--------------------------------|-------------------------------------------------------------------------------------|
+//! | `segment_len`, `last_append`   | an append (bytes acknowledged in `segment`, its time)                               |
+//! | `finished_at`                  | the first StepFinished                                                              |
+//! | `segment`, `segment_len`       | sealing at the start of an archive run: a non-empty `segment` is closed, appends move to the next |
+//! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
+//! | `first_segment`                | the sealed segments being removed after their object was verified                   |
+//! | all of them                    | recovery at start (a step found in the spool)                                       |
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use logservice::StepId;
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::settings::EngineSettings;
+
+/// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
+/// must not take every later call down with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The steps the engine tracks (running, waiting for archiving, recently archived).
+pub(crate) struct Steps {
+    map: Mutex<HashMap<StepId, Arc<Slot>>>,
+}
+
+/// One step's entry in [`Steps`].
+pub(crate) struct Slot {
+    /// What the engine knows about the step; see [`Slot::state`].
+    state: Mutex<StepState>,
+    /// Held by an archive run and by LogDelete: one of them at a time per step.
+    pub(crate) archive: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn new(state: StepState) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(state),
+            archive: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The step's state, locked.
+    pub(crate) fn state(&self) -> MutexGuard<'_, StepState> {
+        lock(&self.state)
+    }
+}
+
+/// Where a step is in its archive cycle (see the module's table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// No archive run, and the last one (if any) succeeded.
+    Idle,
+    /// An archive run owns the step, from the scheduler's pick to the run's end; `failures`
+    /// runs in a row failed before it.
+    Archiving { failures: u32 },
+    /// `failures` runs in a row failed; the next may start at `retry_at`.
+    Backoff { failures: u32, retry_at: Instant },
+    /// The step left the map (deleted or forgotten): whoever still holds its slot looks the
+    /// step up again.
+    Removed,
+}
+
+/// What the engine knows about a step.
+#[derive(Debug)]
+pub(crate) struct StepState {
+    phase: Phase,
+    /// Segments `first_segment..segment` are sealed; `segment` takes appends.
+    first_segment: u32,
+    segment: u32,
+    /// Acknowledged bytes in `segment`.
+    segment_len: u64,
+    last_append: Instant,
+    finished_at: Option<Instant>,
+    archived_at: Option<Instant>,
+    /// An archive object of this step may exist (we stored one, or the step predates this
+    /// start). While false, the spool holds the whole log.
+    maybe_archived: bool,
+}
+
+/// What the scheduler should do with a step now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Nothing yet.
+    Wait,
+    /// Start an archive run.
+    Archive,
+    /// Drop the state: nothing staged, nothing happened for the idle timeout.
+    Forget,
+}
+
+impl StepState {
+    /// A step first seen at `now`.
+    fn new(now: Instant) -> Self {
+        Self {
+            phase: Phase::Idle,
+            first_segment: 0,
+            segment: 0,
+            segment_len: 0,
+            last_append: now,
+            finished_at: None,
+            archived_at: None,
+            maybe_archived: false,
+        }
+    }
+
+    /// A step found in the spool at start, with these `segments` on disk and whether its
+    /// StepFinished came before the stop.
+    pub(crate) fn recovered(
+        now: Instant,
+        segments: &BTreeSet<u32>,
+        finished: bool,
+        finalize_delay: Duration,
+    ) -> Self {
+        let mut state = Self::new(now);
+        state.maybe_archived = true;
+        if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
+            state.first_segment = *first;
+            // Never append behind a repaired tail: new lines start a new segment.
+            state.segment = last + 1;
+        }
+        if finished {
+            // Due now: the grace period passed while the addon was down.
+            let due = now.checked_sub(finalize_delay).unwrap_or(now);
+            state.finished_at = Some(due);
+            state.last_append = due;
+        }
+        state
+    }
+
+    /// Whether the spool holds lines of the step that are not archived yet.
+    pub(crate) fn has_data(&self) -> bool {
+        self.first_segment < self.segment || self.segment_len > 0
+    }
+
+    /// Whether an archive object of the step may exist.
+    pub(crate) fn maybe_archived(&self) -> bool {
+        self.maybe_archived
+    }
+
+    /// The segment taking appends, and the bytes acknowledged in it.
+    pub(crate) fn tail(&self) -> (u32, u64) {
+        (self.segment, self.segment_len)
+    }
+
+    /// The segments holding the step's staged lines (the last one taking appends), and how
+    /// many bytes of the last one are acknowledged.
+    pub(crate) fn staged(&self) -> (Range<u32>, u64) {
+        (self.first_segment..self.segment + 1, self.segment_len)
+    }
+
+    /// `bytes` were appended to the tail segment at `now`.
+    pub(crate) fn appended(&mut self, bytes: u64, now: Instant) {
+        self.segment_len += bytes;
+        self.last_append = now;
+    }
+
+    /// StepFinished came at `now`. Returns whether it is the first one.
+    pub(crate) fn finished(&mut self, now: Instant) -> bool {
+        if self.finished_at.is_some() {
+            return false;
+        }
+        self.finished_at = Some(now);
+        true
+    }
+
+    /// What the scheduler should do with the step at `now`.
+    ///
+    /// A step with spool data is due `finalize_delay` after StepFinished or its last line,
+    /// whichever is later, or `idle_timeout` after its last line if it never finished. A step
+    /// without spool data is kept for `idle_timeout` after its last activity, so late lines
+    /// of a finished step are re-archived after the short grace period, then forgotten.
+    pub(crate) fn action(&self, now: Instant, settings: &EngineSettings) -> Action {
+        let retry_at = match self.phase {
+            Phase::Removed | Phase::Archiving { .. } => return Action::Wait,
+            Phase::Idle => None,
+            Phase::Backoff { retry_at, .. } => Some(retry_at),
+        };
+        if self.has_data() {
+            let due = match self.finished_at {
+                Some(finished) => finished.max(self.last_append) + settings.finalize_delay,
+                None => self.last_append + settings.idle_timeout,
+            };
+            let due = retry_at.map_or(due, |retry| retry.max(due));
+            return if now >= due {
+                Action::Archive
+            } else {
+                Action::Wait
+            };
+        }
+        let last = [Some(self.last_append), self.finished_at, self.archived_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.last_append);
+        if now >= last + settings.idle_timeout {
+            Action::Forget
+        } else {
+            Action::Wait
+        }
+    }
+
+    /// An archive run takes the step (the scheduler found it due).
+    pub(crate) fn start_archiving(&mut self) {
+        let failures = match self.phase {
+            Phase::Idle => 0,
+            Phase::Backoff { failures, .. } => failures,
+            Phase::Archiving { .. } | Phase::Removed => return,
+        };
+        self.phase = Phase::Archiving { failures };
+    }
+
+    /// Whether the step left the map.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.phase == Phase::Removed
+    }
+
+    /// Archive runs in a row that failed before the current one.
+    pub(crate) fn failures(&self) -> u32 {
+        match self.phase {
+            Phase::Archiving { failures } | Phase::Backoff { failures, .. } => failures,
+            Phase::Idle | Phase::Removed => 0,
+        }
+    }
+
+    /// Closes the tail segment if it holds anything, so appends move on to the next one.
+    /// Returns the sealed segments, and the closed segment whose cached handle must go.
+    pub(crate) fn seal(&mut self) -> (Range<u32>, Option<u32>) {
+        let mut closed = None;
+        if self.segment_len > 0 {
+            closed = Some(self.segment);
+            self.segment += 1;
+            self.segment_len = 0;
+        }
+        (self.first_segment..self.segment, closed)
+    }
+
+    /// An upload of the step's object starts.
+    pub(crate) fn upload_started(&mut self) {
+        self.maybe_archived = true;
+    }
+
+    /// The sealed segments before `end` were removed from the spool.
+    pub(crate) fn sealed_removed(&mut self, end: u32) {
+        self.first_segment = self.first_segment.max(end);
+    }
+
+    /// The archive run ended at `now`, having stored the object or found nothing to store.
+    pub(crate) fn archive_succeeded(&mut self, now: Instant) {
+        if let Phase::Archiving { .. } = self.phase {
+            self.phase = Phase::Idle;
+            self.archived_at = Some(now);
+        }
+    }
+
+    /// The archive run ended at `now` in failure: the next waits for the backoff.
+    pub(crate) fn archive_failed(&mut self, now: Instant, backoff: &Backoff) {
+        if let Phase::Archiving { failures } = self.phase {
+            let failures = failures + 1;
+            self.phase = Phase::Backoff {
+                failures,
+                retry_at: now + backoff.delay(failures),
+            };
+        }
+    }
+
+    /// The step leaves the map. Returns every segment it may have in the spool.
+    fn remove(&mut self) -> Range<u32> {
+        self.phase = Phase::Removed;
+        self.first_segment..self.segment + 1
+    }
+}
+
+impl Steps {
+    /// The steps found in the spool at start.
+    pub(crate) fn new(recovered: impl IntoIterator<Item = (StepId, StepState)>) -> Self {
+        let map = recovered
+            .into_iter()
+            .map(|(id, state)| (id, Slot::new(state)))
+            .collect();
+        Self {
+            map: Mutex::new(map),
+        }
+    }
+
+    /// The step's slot, if it is tracked.
+    pub(crate) fn get(&self, id: StepId) -> Option<Arc<Slot>> {
+        lock(&self.map).get(&id).cloned()
+    }
+
+    /// Every tracked step, for a pass over all of them without holding the map.
+    pub(crate) fn all(&self) -> Vec<(StepId, Arc<Slot>)> {
+        lock(&self.map)
+            .iter()
+            .map(|(id, slot)| (*id, slot.clone()))
+            .collect()
+    }
+
+    /// Runs `f` on the step's live state; when the step is not tracked, creates it at the
+    /// time of `create`, or returns `None` without it.
+    pub(crate) fn with_state<T>(
+        &self,
+        id: StepId,
+        create: Option<&Clock>,
+        mut f: impl FnMut(&mut StepState) -> T,
+    ) -> Option<T> {
+        loop {
+            let slot = {
+                let mut map = lock(&self.map);
+                match (map.get(&id), create) {
+                    (Some(slot), _) => slot.clone(),
+                    (None, Some(clock)) => map
+                        .entry(id)
+                        .or_insert_with(|| Slot::new(StepState::new(clock.now())))
+                        .clone(),
+                    (None, None) => return None,
+                }
+            };
+            let mut state = slot.state();
+            if !state.is_removed() {
+                return Some(f(&mut state));
+            }
+        }
+    }
+
+    /// Drops the steps among `candidates` that are still to be forgotten at `now`.
+    pub(crate) fn forget(
+        &self,
+        candidates: Vec<(StepId, Arc<Slot>)>,
+        now: Instant,
+        settings: &EngineSettings,
+    ) {
+        if candidates.is_empty() {
+            return;
+        }
+        let mut map = lock(&self.map);
+        for (id, slot) in candidates {
+            let mut state = slot.state();
+            if state.action(now, settings) != Action::Forget {
+                continue;
+            }
+            state.remove();
+            map.remove(&id);
+        }
+    }
+
+    /// Removes the step (LogDelete), given the `slot` it had when the caller took its archive
+    /// lock, and passes every segment it may have in the spool to `clean_up`. The map stays
+    /// locked until `clean_up` returns, so no append can start the step afresh in a segment
+    /// being removed.
+    pub(crate) fn remove<T>(
+        &self,
+        id: StepId,
+        slot: Option<&Arc<Slot>>,
+        clean_up: impl FnOnce(Range<u32>) -> T,
+    ) -> T {
+        let mut map = lock(&self.map);
+        let segments = match slot {
+            Some(slot) => {
+                let segments = slot.state().remove();
+                if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+                    map.remove(&id);
+                }
+                segments
+            }
+            None => 0..0,
+        };
+        clean_up(segments)
+    }
+
+    /// How many steps are tracked, and how many of them have lines not archived yet.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let slots: Vec<_> = lock(&self.map).values().cloned().collect();
+        let pending = slots.iter().filter(|s| s.state().has_data()).count();
+        (slots.len(), pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> EngineSettings {
+        let mut s = EngineSettings::new("/unused");
+        s.finalize_delay = Duration::from_secs(5);
+        s.idle_timeout = Duration::from_secs(600);
+        s
+    }
+
+    #[test]
+    fn finished_steps_are_due_after_the_grace_period_from_their_last_line() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.segment_len = 10;
+        state.finished_at = Some(t0);
+        assert_eq!(state.action(t0 + Duration::from_secs(4), &s), Action::Wait);
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(5), &s),
+            Action::Archive
+        );
+        state.last_append = t0 + Duration::from_secs(3);
+        assert_eq!(state.action(t0 + Duration::from_secs(7), &s), Action::Wait);
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(8), &s),
+            Action::Archive
+        );
+        state.start_archiving();
+        assert_eq!(state.action(t0 + Duration::from_secs(60), &s), Action::Wait);
+    }
+
+    #[test]
+    fn unfinished_steps_wait_for_the_idle_timeout_and_retries_for_backoff() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.segment_len = 1;
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(599), &s),
+            Action::Wait
+        );
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(600), &s),
+            Action::Archive
+        );
+        state.phase = Phase::Backoff {
+            failures: 1,
+            retry_at: t0 + Duration::from_secs(900),
+        };
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(899), &s),
+            Action::Wait
+        );
+    }
+
+    #[test]
+    fn steps_without_data_are_forgotten_after_the_idle_timeout() {
+        let s = settings();
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.archived_at = Some(t0 + Duration::from_secs(10));
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(609), &s),
+            Action::Wait
+        );
+        assert_eq!(
+            state.action(t0 + Duration::from_secs(610), &s),
+            Action::Forget
+        );
+    }
+
+    /// The phase table, walked: failures count up through backoff and reset on success; a
+    /// removed step stays removed whatever its run does.
+    #[test]
+    fn archive_runs_move_the_phase_as_the_table_says() {
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        state.appended(10, t0);
+        assert_eq!(state.seal(), (0..1, Some(0)));
+        assert_eq!(state.seal(), (0..1, None));
+        state.start_archiving();
+        assert_eq!(state.phase, Phase::Archiving { failures: 0 });
+        state.archive_failed(t0, &backoff);
+        assert!(matches!(state.phase, Phase::Backoff { failures: 1, .. }));
+        state.start_archiving();
+        state.archive_failed(t0, &backoff);
+        state.start_archiving();
+        assert_eq!(state.failures(), 2);
+        state.sealed_removed(1);
+        assert!(!state.has_data());
+        state.archive_succeeded(t0);
+        assert_eq!((state.phase, state.archived_at), (Phase::Idle, Some(t0)));
+
+        state.start_archiving();
+        assert_eq!(state.remove(), 1..2);
+        state.archive_failed(t0, &backoff);
+        state.archive_succeeded(t0);
+        state.start_archiving();
+        assert!(state.is_removed());
+    }
+}
