@@ -876,7 +876,7 @@ pub async fn read_step_log(
 /// spool segments are deleted.
 fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), StoreError> {
     if info.size != size {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "stored {} bytes, uploaded {size}",
             info.size
         )));
@@ -885,7 +885,7 @@ fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), StoreEr
     if let Some(lines) = info.meta.user.get(format::META_LINE_COUNT)
         && *lines != summary.lines.to_string()
     {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "stored object claims {lines} lines, uploaded {}",
             summary.lines
         )));

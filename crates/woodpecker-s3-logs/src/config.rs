@@ -4,14 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use archive::{LocalDirStore, ObjectStore, S3Settings, S3Store, SettingError, Source};
+use archive::{LocalDirStore, ObjectStore, S3Settings, S3Store};
 use engine::EngineSettings;
+use settings::{SettingError, Source};
 
-/// Where archives go when no bucket is configured.
-pub const ARCHIVE_DIR: &str = "WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR";
-
-/// The addon's own log level, falling back to the server's.
-pub const LOG_LEVEL_VARS: [&str; 2] = ["WOODPECKER_LOG_STORE_S3_LOG_LEVEL", "WOODPECKER_LOG_LEVEL"];
+use crate::variables::ARCHIVE_DIR;
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
@@ -32,15 +29,8 @@ impl Config {
         let engine = EngineSettings::from_source(source)?;
         let backend = match S3Settings::from_source(source)? {
             Some(s3) => Backend::S3(Box::new(s3)),
-            None => Backend::LocalDir(match source.get(ARCHIVE_DIR) {
-                Some(dir) if PathBuf::from(dir.trim()).is_absolute() => PathBuf::from(dir.trim()),
-                Some(dir) => {
-                    return Err(SettingError::new(
-                        ARCHIVE_DIR,
-                        &dir,
-                        "must be an absolute path",
-                    ));
-                }
+            None => Backend::LocalDir(match ARCHIVE_DIR.read(source)? {
+                Some(dir) => dir,
                 None => default_archive_dir(&engine.spool_dir),
             }),
         };
@@ -57,7 +47,7 @@ impl Config {
                 .map_err(|e| format!("cannot set up the S3 client: {e}")),
             Backend::LocalDir(dir) => LocalDirStore::new(dir)
                 .map(|store| Store::Local(Arc::new(store)))
-                .map_err(|e| format!("cannot use {ARCHIVE_DIR}={}: {e}", dir.display())),
+                .map_err(|e| format!("cannot use {}={}: {e}", ARCHIVE_DIR.name, dir.display())),
         }
     }
 }
