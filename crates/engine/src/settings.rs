@@ -233,6 +233,16 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = EngineSettings::new("/spool");
+        assert_eq!(settings.sync, SyncMode::Interval);
+        assert_eq!(settings.finalize_delay, Duration::from_secs(5));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(600));
+        assert_eq!(settings.compression_level, 3);
+        assert_eq!(settings.archive_concurrency, 4);
+    }
+
+    #[test]
     fn reads_every_variable() {
         let settings = EngineSettings::from_source(&source(&[
             (SPOOL_DIR.name, "/data/spool"),

@@ -236,6 +236,10 @@ mod tests {
         let s = parse(&[("BUCKET", "logs")]).unwrap().unwrap();
         assert_eq!(s, S3Settings::new("logs"));
         assert_eq!(s.part_size, 8 * MIB);
+        assert!(!s.path_style);
+        assert_eq!(s.upload_concurrency, 4);
+        assert_eq!(s.connect_timeout, Duration::from_secs(5));
+        assert_eq!(s.operation_timeout, Duration::from_secs(120));
         assert_eq!(s.effective_checksum(), None);
     }
 
