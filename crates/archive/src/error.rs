@@ -211,3 +211,64 @@ impl StoreError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_name_the_object_and_the_cause() {
+        let denied = StoreError::io(
+            "/archive/logs/1",
+            "open",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
+        assert_eq!(denied.kind(), ErrorKind::Denied);
+        assert_eq!(
+            denied.to_string(),
+            format!(
+                "/archive/logs/1: open: {}",
+                io::Error::from(io::ErrorKind::PermissionDenied)
+            )
+        );
+        let full = StoreError::io("/archive", "fsync directory", io::Error::other("disk gone"));
+        assert_eq!(full.kind(), ErrorKind::Transient);
+
+        let unreadable = StoreError::Corrupt {
+            target: "/archive/logs/2".into(),
+            problem: "unreadable metadata line".into(),
+            source: Some("expected value".into()),
+        };
+        assert_eq!(unreadable.kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            unreadable.to_string(),
+            "/archive/logs/2: unreadable metadata line: expected value"
+        );
+        assert_eq!(
+            StoreError::corrupt_object("s3://b/k", "7 bytes after upload, 8 sent").to_string(),
+            "s3://b/k: 7 bytes after upload, 8 sent"
+        );
+        assert_eq!(
+            StoreError::NoRegion { bucket: "b".into() }.to_string(),
+            "s3://b: no AWS region: set WOODPECKER_LOG_STORE_S3_REGION, AWS_REGION or a region in the AWS profile"
+        );
+        assert_eq!(
+            StoreError::IncompleteResponse {
+                target: "s3://b/k".into(),
+                request: "CreateMultipartUpload",
+                missing: "upload id",
+            }
+            .to_string(),
+            "s3://b/k: CreateMultipartUpload returned no upload id"
+        );
+    }
+
+    #[test]
+    fn other_stores_keep_their_text_and_class() {
+        let err = StoreError::transient("503 SlowDown (test fault)");
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert_eq!(err.to_string(), "503 SlowDown (test fault)");
+        assert_eq!(StoreError::denied("no").kind(), ErrorKind::Denied);
+        assert_eq!(StoreError::corrupt("bad").kind(), ErrorKind::Corrupt);
+    }
+}
