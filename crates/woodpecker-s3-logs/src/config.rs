@@ -12,20 +12,25 @@ use crate::variables::ARCHIVE_DIR;
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
+    /// A bucket (`WOODPECKER_LOG_STORE_S3_BUCKET` is set).
     S3(Box<S3Settings>),
     /// The embedded default: a local directory.
     LocalDir(PathBuf),
 }
 
+/// Everything the addon is configured with.
 #[derive(Clone, Debug)]
-pub struct Config {
-    pub engine: EngineSettings,
-    pub backend: Backend,
+pub(crate) struct Config {
+    /// Spool, archiving and their timing.
+    pub(crate) engine: EngineSettings,
+    /// Where finished logs go.
+    pub(crate) backend: Backend,
 }
 
 impl Config {
-    pub fn from_source(source: &impl Source) -> Result<Self, SettingError> {
+    /// Reads every setting; the error names the variable at fault.
+    pub(crate) fn from_source(source: &impl Source) -> Result<Self, SettingError> {
         let engine = EngineSettings::from_source(source)?;
         let backend = match S3Settings::from_source(source)? {
             Some(s3) => Backend::S3(Box::new(s3)),
@@ -39,7 +44,7 @@ impl Config {
 
     /// Connects the archive backend. Does not contact S3: an unreachable bucket must not stop
     /// the addon from starting (lines keep landing in the spool).
-    pub async fn open_store(&self) -> Result<Store, String> {
+    pub(crate) async fn open_store(&self) -> Result<Store, String> {
         match &self.backend {
             Backend::S3(settings) => S3Store::connect((**settings).clone())
                 .await
@@ -54,13 +59,16 @@ impl Config {
 
 /// The opened archive backend.
 #[derive(Clone)]
-pub enum Store {
+pub(crate) enum Store {
+    /// The bucket's client.
     S3(Arc<S3Store>),
+    /// The local directory.
     Local(Arc<LocalDirStore>),
 }
 
 impl Store {
-    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+    /// The backend as the engine uses it.
+    pub(crate) fn object_store(&self) -> Arc<dyn ObjectStore> {
         match self {
             Store::S3(s3) => s3.clone(),
             Store::Local(local) => local.clone(),
@@ -68,7 +76,7 @@ impl Store {
     }
 
     /// Whether the backend answers (a bucket request on S3; nothing to do for a directory).
-    pub async fn check(&self) -> Result<(), archive::StoreError> {
+    pub(crate) async fn check(&self) -> Result<(), archive::StoreError> {
         match self {
             Store::S3(s3) => s3.check().await,
             Store::Local(_) => Ok(()),
@@ -76,7 +84,7 @@ impl Store {
     }
 }
 
-/// Next to the spool, so both live on the same volume: `<spool>/../s3-logs-archive`.
+/// Next to the spool, so both live on the same volume: `<spool>/../woodpecker-s3-logs-archive`.
 fn default_archive_dir(spool: &std::path::Path) -> PathBuf {
     spool
         .parent()
