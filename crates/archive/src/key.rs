@@ -14,9 +14,10 @@ const MAX_KEY_LEN: usize = 1024;
 /// only `A-Z a-z 0-9 . _ -`. That set is safe as a file name and needs no URL escaping.
 pub(crate) fn validate_key(key: &str) -> Result<(), StoreError> {
     let bad = |why: &str| {
-        Err(StoreError::Denied(format!(
-            "invalid object key {key:?}: {why}"
-        )))
+        Err(StoreError::InvalidKey {
+            key: key.to_owned(),
+            reason: why.to_owned(),
+        })
     };
     if key.is_empty() {
         return bad("empty");
@@ -52,10 +53,8 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
     } else {
         prefix.to_owned()
     };
-    validate_key(&probe).map_err(|_| {
-        StoreError::Denied(format!(
-            "invalid key prefix {prefix:?}: must be the start of a valid key"
-        ))
+    validate_key(&probe).map_err(|_| StoreError::InvalidPrefix {
+        prefix: prefix.to_owned(),
     })
 }
 
@@ -91,7 +90,11 @@ mod tests {
             "a\0b",
         ] {
             let err = validate_key(key).unwrap_err();
-            assert!(matches!(err, StoreError::Denied(_)), "{key:?}: {err}");
+            assert!(
+                matches!(err, StoreError::InvalidKey { .. }),
+                "{key:?}: {err}"
+            );
+            assert_eq!(err.kind(), crate::ErrorKind::Denied, "{key:?}: {err}");
         }
         validate_key(&"a".repeat(1025)).unwrap_err();
     }

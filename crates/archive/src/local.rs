@@ -58,7 +58,7 @@ impl LocalDirStore {
             .recursive(true)
             .mode(0o700)
             .create(&root)
-            .map_err(|e| io_error(&root, "create archive directory", e))?;
+            .map_err(|e| StoreError::io(&root, "create archive directory", e))?;
         Ok(Self { root })
     }
 
@@ -77,7 +77,7 @@ impl LocalDirStore {
     ) -> Result<T, StoreError> {
         tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| StoreError::Transient(format!("local archive task failed: {e}")))?
+            .map_err(|source| StoreError::Task { source })?
     }
 }
 
@@ -99,9 +99,9 @@ impl ObjectStore for LocalDirStore {
             user: meta.user.clone(),
         };
         Self::blocking(move || write_atomically(&root, &target, &body, &header)).await?;
-        self.head(key).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("{key}: missing right after it was written"))
-        })
+        self.head(key)
+            .await?
+            .ok_or_else(|| StoreError::corrupt_object(key, "missing right after it was written"))
     }
 
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {
@@ -113,14 +113,16 @@ impl ObjectStore for LocalDirStore {
             let mut data = Vec::with_capacity(usize::try_from(info.size).unwrap_or(0));
             reader
                 .read_to_end(&mut data)
-                .map_err(|e| io_error(&path, "read", e))?;
+                .map_err(|e| StoreError::io(&path, "read", e))?;
             if data.len() as u64 != info.size {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: changed while reading ({} bytes expected, {} read)",
+                return Err(StoreError::corrupt_object(
                     path.display(),
-                    info.size,
-                    data.len()
-                )));
+                    format!(
+                        "changed while reading ({} bytes expected, {} read)",
+                        info.size,
+                        data.len()
+                    ),
+                ));
             }
             Ok(Some((data, info)))
         })
@@ -139,7 +141,7 @@ impl ObjectStore for LocalDirStore {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if is_missing(&e) => return Ok(()),
-                Err(e) => return Err(io_error(&path, "delete", e)),
+                Err(e) => return Err(StoreError::io(&path, "delete", e)),
             }
             let dir = path.parent().unwrap_or(&root);
             sync_dir(dir)?;
@@ -181,10 +183,10 @@ fn write_atomically(
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("object");
-    let mut source = File::open(body).map_err(|e| io_error(body, "open upload source", e))?;
+    let mut source = File::open(body).map_err(|e| StoreError::io(body, "open upload source", e))?;
     let expected = source
         .metadata()
-        .map_err(|e| io_error(body, "stat upload source", e))?
+        .map_err(|e| StoreError::io(body, "stat upload source", e))?
         .len();
 
     // A concurrent delete may remove a freshly created (empty) parent directory between
@@ -203,28 +205,32 @@ fn write_atomically(
             {
                 Ok(file) => break (temp_path, file),
                 Err(e) if is_missing(&e) && attempt < 3 => continue,
-                Err(e) => return Err(io_error(&temp_path, "create temp file", e)),
+                Err(e) => return Err(StoreError::io(&temp_path, "create temp file", e)),
             }
         }
     };
     let result = (|| {
-        let mut line = serde_json::to_vec(header).map_err(|e| {
-            StoreError::Corrupt(format!("{}: cannot encode metadata: {e}", target.display()))
+        let mut line = serde_json::to_vec(header).map_err(|e| StoreError::Corrupt {
+            target: target.display().to_string(),
+            problem: "cannot encode metadata".to_owned(),
+            source: Some(e.into()),
         })?;
         line.push(b'\n');
         temp.write_all(&line)
-            .map_err(|e| io_error(&temp_path, "write", e))?;
+            .map_err(|e| StoreError::io(&temp_path, "write", e))?;
         let copied =
-            io::copy(&mut source, &mut temp).map_err(|e| io_error(&temp_path, "write", e))?;
+            io::copy(&mut source, &mut temp).map_err(|e| StoreError::io(&temp_path, "write", e))?;
         if copied != expected {
-            return Err(StoreError::Transient(format!(
-                "{}: upload source changed while copying ({expected} bytes expected, {copied} copied)",
-                body.display()
-            )));
+            return Err(StoreError::UploadSourceChanged {
+                path: body.to_owned(),
+                expected,
+                copied,
+            });
         }
         temp.sync_all()
-            .map_err(|e| io_error(&temp_path, "fsync", e))?;
-        fs::rename(&temp_path, target).map_err(|e| io_error(target, "rename into place", e))?;
+            .map_err(|e| StoreError::io(&temp_path, "fsync", e))?;
+        fs::rename(&temp_path, target)
+            .map_err(|e| StoreError::io(target, "rename into place", e))?;
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -245,14 +251,14 @@ fn create_dirs(root: &Path, dir: &Path) -> Result<(), StoreError> {
     match fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => sync_dir(dir.parent().unwrap_or(root)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(io_error(dir, "create directory", e)),
+        Err(e) => Err(StoreError::io(dir, "create directory", e)),
     }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io_error(dir, "fsync directory", e))
+        .map_err(|e| StoreError::io(dir, "fsync directory", e))
 }
 
 /// Best effort: leaves no empty directories behind so listings stay fast. A directory that
@@ -274,9 +280,11 @@ fn open_object(path: &Path) -> Result<Option<(BufReader<File>, ObjectInfo)>, Sto
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if is_missing(&e) => return Ok(None),
-        Err(e) => return Err(io_error(path, "open", e)),
+        Err(e) => return Err(StoreError::io(path, "open", e)),
     };
-    let stat = file.metadata().map_err(|e| io_error(path, "stat", e))?;
+    let stat = file
+        .metadata()
+        .map_err(|e| StoreError::io(path, "stat", e))?;
     if stat.is_dir() {
         // A key that is only a prefix of other keys (`a` when `a/b` exists).
         return Ok(None);
@@ -287,17 +295,24 @@ fn open_object(path: &Path) -> Result<Option<(BufReader<File>, ObjectInfo)>, Sto
     (&mut reader)
         .take(MAX_HEADER)
         .read_until(b'\n', &mut line)
-        .map_err(|e| io_error(path, "read", e))?;
-    let corrupt = |why: &str| StoreError::Corrupt(format!("{}: {why}", path.display()));
+        .map_err(|e| StoreError::io(path, "read", e))?;
     if line.last() != Some(&b'\n') {
-        return Err(corrupt(
+        return Err(StoreError::corrupt_object(
+            path.display(),
             "no metadata line (not written by this store, or truncated)",
         ));
     }
-    let header: Header = serde_json::from_slice(&line[..line.len() - 1])
-        .map_err(|e| corrupt(&format!("unreadable metadata line: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| StoreError::Corrupt {
+            target: path.display().to_string(),
+            problem: "unreadable metadata line".to_owned(),
+            source: Some(e.into()),
+        })?;
     if header.v != FORMAT_VERSION {
-        return Err(corrupt(&format!("unknown format version {}", header.v)));
+        return Err(StoreError::corrupt_object(
+            path.display(),
+            format!("unknown format version {}", header.v),
+        ));
     }
     let info = ObjectInfo {
         size: len - line.len() as u64,
@@ -314,10 +329,10 @@ fn walk(dir: &Path, key_prefix: &str, keys: &mut Vec<String>) -> Result<(), Stor
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if is_missing(&e) => return Ok(()),
-        Err(e) => return Err(io_error(dir, "list", e)),
+        Err(e) => return Err(StoreError::io(dir, "list", e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| io_error(dir, "list", e))?;
+        let entry = entry.map_err(|e| StoreError::io(dir, "list", e))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -325,7 +340,9 @@ fn walk(dir: &Path, key_prefix: &str, keys: &mut Vec<String>) -> Result<(), Stor
             continue;
         }
         let key = format!("{key_prefix}{name}");
-        let kind = entry.file_type().map_err(|e| io_error(dir, "list", e))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| StoreError::io(dir, "list", e))?;
         if kind.is_dir() {
             walk(&entry.path(), &format!("{key}/"), keys)?;
         } else if kind.is_file() {
@@ -341,16 +358,6 @@ fn is_missing(e: &io::Error) -> bool {
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
     )
-}
-
-fn io_error(path: &Path, what: &str, e: io::Error) -> StoreError {
-    let text = format!("{}: {what}: {e}", path.display());
-    match e.kind() {
-        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
-            StoreError::Denied(text)
-        }
-        _ => StoreError::Transient(text),
-    }
 }
 
 fn unique_suffix() -> String {

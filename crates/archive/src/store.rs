@@ -3,10 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::StoreError;
+
 /// Metadata written with an object and read back from it (S3 user metadata, `x-amz-meta-*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
+    /// `Content-Type` of the object.
     pub content_type: String,
+    /// `Content-Encoding` of the object (`zstd` for archives).
     pub content_encoding: String,
     /// Lower-case keys without the `x-amz-meta-` prefix.
     pub user: BTreeMap<String, String>,
@@ -15,22 +19,10 @@ pub struct ObjectMeta {
 /// What a stored object is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
+    /// Size in bytes, as the store reports it.
     pub size: u64,
+    /// What was written with it.
     pub meta: ObjectMeta,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store refused us: credentials, permissions, a missing bucket. Retrying will not
-    /// help until an admin acts; the text says what to fix.
-    #[error("{0}")]
-    Denied(String),
-    /// Anything that may pass: network, timeouts, 5xx, throttling.
-    #[error("{0}")]
-    Transient(String),
-    /// The object exists but is not what we wrote (truncated, wrong size, unreadable).
-    #[error("{0}")]
-    Corrupt(String),
 }
 
 /// A flat key → bytes store. Keys are built only by this product (from validated step ids),
@@ -62,6 +54,6 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Every key that starts with `prefix`, in lexical order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 
-    /// A short human description for logs and `doctor`, e.g. `s3://bucket/prefix` or a path.
+    /// A short human description for logs, e.g. `s3://bucket/prefix` or a path.
     fn describe(&self) -> String;
 }

@@ -8,9 +8,10 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use archive::{ObjectStore, ProcessEnv, S3Settings, S3Store};
+use archive::{ObjectStore, S3Settings, S3Store};
 use aws_credential_types::provider::ProvideCredentials;
 use common::{External, external, log_meta, write};
+use settings::ProcessEnv;
 
 const CHILD: &str = "ARCHIVE_CHAIN_CHILD";
 

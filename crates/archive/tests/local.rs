@@ -76,7 +76,7 @@ async fn crash_leftovers_and_foreign_files() {
     // A file this store did not write is reported, not misread.
     std::fs::write(root.path().join("logs/2"), b"no header here").unwrap();
     let err = store.get("logs/2").await.unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("logs/2"), "{err}");
     std::fs::write(root.path().join("logs/3"), b"{\"v\":9}\nbody").unwrap();
     let err = store.head("logs/3").await.unwrap_err();

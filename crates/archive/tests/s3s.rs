@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use archive::{CaBundle, ObjectStore, S3Settings, StoreError};
+use archive::{CaBundle, ErrorKind, ObjectStore, S3Settings};
 use common::{MIB, conformance, connect, log_meta, pattern, test_settings, write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -188,7 +188,7 @@ async fn failed_part_aborts_the_upload() {
         .put_file("big", &body, &log_meta("1"))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Denied(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     let text = err.to_string();
     assert!(
         text.contains("s3://ci-logs/big: UploadPart 2: AccessDenied"),
@@ -211,13 +211,13 @@ async fn wrong_credentials_are_denied_with_the_reason() {
     ] {
         let store = connect(test_settings(&server.endpoint, BUCKET), key, secret).await;
         let err = store.check().await.unwrap_err();
-        assert!(matches!(err, StoreError::Denied(_)), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
         assert!(err.to_string().contains(code), "{err}");
         let err = store
             .put_file("a/b", &body, &log_meta("1"))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Denied(_)), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
         let text = err.to_string();
         assert!(text.starts_with("s3://ci-logs/a/b: PutObject: "), "{text}");
         assert!(text.contains(code) && text.contains("HTTP 403"), "{text}");
@@ -243,7 +243,7 @@ async fn missing_bucket_is_denied_naming_no_such_bucket() {
         store.list("").await.unwrap_err(),
     ];
     for err in errors {
-        assert!(matches!(err, StoreError::Denied(_)), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
         let text = err.to_string();
         assert!(
             text.contains("NoSuchBucket") && text.contains("s3://no-such-bucket/"),
@@ -267,7 +267,7 @@ async fn dead_and_silent_endpoints_fail_fast_as_transient() {
     .await;
     let started = Instant::now();
     let err = store.get("k").await.unwrap_err();
-    assert!(matches!(err, StoreError::Transient(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(
         err.to_string().contains("cannot reach the endpoint"),
         "{err}"
@@ -292,7 +292,7 @@ async fn dead_and_silent_endpoints_fail_fast_as_transient() {
     let store = connect(settings, KEY, SECRET).await;
     let started = Instant::now();
     let err = store.head("k").await.unwrap_err();
-    assert!(matches!(err, StoreError::Transient(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(15),
@@ -351,7 +351,7 @@ async fn private_ca_bundle_is_trusted_only_when_configured() {
 
     let untrusted = connect(test_settings(&server.endpoint, BUCKET), KEY, SECRET).await;
     let err = untrusted.check().await.unwrap_err();
-    assert!(matches!(err, StoreError::Transient(_)), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(
         err.to_string().to_lowercase().contains("certificate"),
         "{err}"

@@ -21,8 +21,6 @@ mod engine;
 pub mod format;
 mod pool;
 pub mod read;
-// Its parsers are moving to the settings crate, which documents every item.
-#[allow(missing_docs)]
 mod settings;
 mod shared;
 mod spool;

@@ -3,20 +3,67 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use archive::{SettingError, Source, parse_duration};
+use settings::DefaultValue::{Described, Literal};
+use settings::{
+    Setting, SettingDoc, SettingError, Source, parse_absolute_path, parse_duration, parse_number,
+};
 
-pub const SPOOL_DIR: &str = "WOODPECKER_LOG_STORE_S3_SPOOL_DIR";
-pub const SPOOL_SYNC: &str = "WOODPECKER_LOG_STORE_S3_SPOOL_SYNC";
-pub const FINALIZE_DELAY: &str = "WOODPECKER_LOG_STORE_S3_FINALIZE_DELAY";
-pub const IDLE_TIMEOUT: &str = "WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT";
-pub const COMPRESSION_LEVEL: &str = "WOODPECKER_LOG_STORE_S3_COMPRESSION_LEVEL";
-pub const ARCHIVE_CONCURRENCY: &str = "WOODPECKER_LOG_STORE_S3_ARCHIVE_CONCURRENCY";
+/// The spool directory.
+pub const SPOOL_DIR: Setting<PathBuf> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_SPOOL_DIR",
+    default: Described(
+        "`/var/lib/woodpecker/s3-logs-spool` if writable, else a per-user state dir (with a warning)",
+    ),
+    doc: "staging for running steps",
+    // Trimmed first, so an error quotes the path as it would have been used.
+    parse: |variable, value| parse_absolute_path(variable, value.trim()),
+};
+
+/// When appended lines reach the disk.
+pub const SPOOL_SYNC: Setting<SyncMode> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_SPOOL_SYNC",
+    default: Literal("interval"),
+    doc: "`always`: fsync before each append returns; `interval`: fsync every second and before archiving",
+    parse: parse_sync_mode,
+};
+
+/// Grace period before a finished step is archived.
+pub const FINALIZE_DELAY: Setting<Duration> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_FINALIZE_DELAY",
+    default: Literal("5s"),
+    doc: "grace between StepFinished and archiving, for the agent's last batches",
+    parse: parse_duration,
+};
+
+/// Silence after which an unfinished step is archived.
+pub const IDLE_TIMEOUT: Setting<Duration> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT",
+    default: Literal("10m"),
+    doc: "archive a step that never finished after this much silence",
+    parse: parse_idle_timeout,
+};
+
+/// The archives' zstd level.
+pub const COMPRESSION_LEVEL: Setting<i32> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_COMPRESSION_LEVEL",
+    default: Literal("3"),
+    doc: "zstd level, 1–19",
+    parse: |variable, value| parse_number(variable, value, 1..=19),
+};
+
+/// Archive uploads in flight at once.
+pub const ARCHIVE_CONCURRENCY: Setting<usize> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_ARCHIVE_CONCURRENCY",
+    default: Literal("4"),
+    doc: "steps archived at once",
+    parse: |variable, value| parse_number(variable, value, 1..=256),
+};
 
 /// Where Woodpecker keeps its own data in the official images; a spool next to it lives on
 /// the same persistent volume.
 const WOODPECKER_DATA: &str = "/var/lib/woodpecker";
 
-/// When appended lines reach the disk itself, beyond the OS page cache.
+/// When appended lines reach the disk itself, beyond the OS page cache (`SPOOL_SYNC`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
     /// `fsync` before every append returns: survives power loss, costs a disk flush per batch.
@@ -31,7 +78,9 @@ pub enum SyncMode {
 /// environment; the fields below "tuning" have no variable and exist for tests and benchmarks.
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
+    /// Where running steps' lines are staged (`SPOOL_DIR`).
     pub spool_dir: PathBuf,
+    /// When appends reach the disk (`SPOOL_SYNC`).
     pub sync: SyncMode,
     /// Grace period between StepFinished (or a late line) and archiving, so the agent's last
     /// batches land in the same object.
@@ -39,6 +88,7 @@ pub struct EngineSettings {
     /// A step with spool data that neither finished nor got a line for this long is archived
     /// (cancelled and killed steps never get StepFinished).
     pub idle_timeout: Duration,
+    /// zstd level of the archives.
     pub compression_level: i32,
     /// Archive uploads in flight at once.
     pub archive_concurrency: usize,
@@ -47,26 +97,39 @@ pub struct EngineSettings {
     /// Prefix of every object key inside the store. Empty by default because `S3Store`
     /// already applies `WOODPECKER_LOG_STORE_S3_BUCKET_FOLDER`.
     pub key_prefix: String,
+    /// How often spool files are fsynced in [`SyncMode::Interval`].
     pub sync_interval: Duration,
     /// Spool files kept open at once (least recently used are closed).
     pub max_open_files: usize,
     /// Entries buffered in memory while sorting a step's spool for its archive; larger spools
     /// are sorted in runs on disk and merged.
     pub sort_budget_bytes: usize,
+    /// First wait before retrying a failed archive upload; doubles up to `retry_max`.
     pub retry_initial: Duration,
+    /// Longest wait between archive retries.
     pub retry_max: Duration,
 }
 
 impl EngineSettings {
+    /// Every variable the engine reads, in the README's order.
+    pub const VARIABLES: &[SettingDoc] = &[
+        SPOOL_DIR.documented(),
+        SPOOL_SYNC.documented(),
+        FINALIZE_DELAY.documented(),
+        IDLE_TIMEOUT.documented(),
+        COMPRESSION_LEVEL.documented(),
+        ARCHIVE_CONCURRENCY.documented(),
+    ];
+
     /// The defaults, with the spool in `spool_dir`.
     pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
         Self {
             spool_dir: spool_dir.into(),
-            sync: SyncMode::Interval,
-            finalize_delay: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(600),
-            compression_level: 3,
-            archive_concurrency: 4,
+            sync: SPOOL_SYNC.default_value(),
+            finalize_delay: FINALIZE_DELAY.default_value(),
+            idle_timeout: IDLE_TIMEOUT.default_value(),
+            compression_level: COMPRESSION_LEVEL.default_value(),
+            archive_concurrency: ARCHIVE_CONCURRENCY.default_value(),
             key_prefix: String::new(),
             sync_interval: Duration::from_secs(1),
             max_open_files: 256,
@@ -78,70 +141,52 @@ impl EngineSettings {
 
     /// Reads the settings; the error names the variable at fault.
     pub fn from_source(source: &impl Source) -> Result<Self, SettingError> {
-        let spool_dir = match source.get(SPOOL_DIR) {
-            Some(dir) => {
-                let dir = PathBuf::from(dir.trim());
-                if !dir.is_absolute() {
-                    return Err(SettingError::new(
-                        SPOOL_DIR,
-                        &dir.to_string_lossy(),
-                        "must be an absolute path",
-                    ));
-                }
-                dir
-            }
+        let spool_dir = match SPOOL_DIR.read(source)? {
+            Some(dir) => dir,
             None => default_spool_dir(source, Path::new(WOODPECKER_DATA)),
         };
         let mut settings = Self::new(spool_dir);
-        if let Some(value) = source.get(SPOOL_SYNC) {
-            settings.sync = match value.trim() {
-                "always" => SyncMode::Always,
-                "interval" => SyncMode::Interval,
-                _ => {
-                    return Err(SettingError::new(
-                        SPOOL_SYNC,
-                        &value,
-                        "expected always or interval",
-                    ));
-                }
-            };
+        if let Some(sync) = SPOOL_SYNC.read(source)? {
+            settings.sync = sync;
         }
-        if let Some(value) = source.get(FINALIZE_DELAY) {
-            settings.finalize_delay = parse_duration(FINALIZE_DELAY, &value)?;
+        if let Some(delay) = FINALIZE_DELAY.read(source)? {
+            settings.finalize_delay = delay;
         }
-        if let Some(value) = source.get(IDLE_TIMEOUT) {
-            settings.idle_timeout = parse_duration(IDLE_TIMEOUT, &value)?;
-            if settings.idle_timeout < Duration::from_secs(1) {
-                return Err(SettingError::new(
-                    IDLE_TIMEOUT,
-                    &value,
-                    "must be at least 1s (running steps would be archived between batches)",
-                ));
-            }
+        if let Some(timeout) = IDLE_TIMEOUT.read(source)? {
+            settings.idle_timeout = timeout;
         }
-        if let Some(value) = source.get(COMPRESSION_LEVEL) {
-            settings.compression_level = parse_int(COMPRESSION_LEVEL, &value, 1, 19)? as i32;
+        if let Some(level) = COMPRESSION_LEVEL.read(source)? {
+            settings.compression_level = level;
         }
-        if let Some(value) = source.get(ARCHIVE_CONCURRENCY) {
-            settings.archive_concurrency = parse_int(ARCHIVE_CONCURRENCY, &value, 1, 256)? as usize;
+        if let Some(concurrency) = ARCHIVE_CONCURRENCY.read(source)? {
+            settings.archive_concurrency = concurrency;
         }
         Ok(settings)
     }
 }
 
-fn parse_int(variable: &str, value: &str, min: i64, max: i64) -> Result<i64, SettingError> {
-    value
-        .trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            SettingError::new(
-                variable,
-                value,
-                format!("expected a whole number from {min} to {max}"),
-            )
-        })
+fn parse_sync_mode(variable: &str, value: &str) -> Result<SyncMode, SettingError> {
+    match value.trim() {
+        "always" => Ok(SyncMode::Always),
+        "interval" => Ok(SyncMode::Interval),
+        _ => Err(SettingError::new(
+            variable,
+            value,
+            "expected always or interval",
+        )),
+    }
+}
+
+fn parse_idle_timeout(variable: &str, value: &str) -> Result<Duration, SettingError> {
+    let timeout = parse_duration(variable, value)?;
+    if timeout < Duration::from_secs(1) {
+        return Err(SettingError::new(
+            variable,
+            value,
+            "must be at least 1s (running steps would be archived between batches)",
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Next to Woodpecker's data when that directory is writable (the server's persistent
@@ -165,10 +210,11 @@ fn default_spool_dir(source: &impl Source, woodpecker_data: &Path) -> PathBuf {
     let dir = state.join("woodpecker-s3-logs").join("spool");
     tracing::warn!(
         spool_dir = %dir.display(),
-        "{} is not writable; spooling running steps' lines to {} instead. Set {SPOOL_DIR} to a \
+        "{} is not writable; spooling running steps' lines to {} instead. Set {} to a \
          persistent volume: this directory may not survive a container restart",
         woodpecker_data.display(),
         dir.display(),
+        SPOOL_DIR.name,
     );
     dir
 }
@@ -187,14 +233,24 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_the_documented_ones() {
+        let settings = EngineSettings::new("/spool");
+        assert_eq!(settings.sync, SyncMode::Interval);
+        assert_eq!(settings.finalize_delay, Duration::from_secs(5));
+        assert_eq!(settings.idle_timeout, Duration::from_secs(600));
+        assert_eq!(settings.compression_level, 3);
+        assert_eq!(settings.archive_concurrency, 4);
+    }
+
+    #[test]
     fn reads_every_variable() {
         let settings = EngineSettings::from_source(&source(&[
-            (SPOOL_DIR, "/data/spool"),
-            (SPOOL_SYNC, "always"),
-            (FINALIZE_DELAY, "500ms"),
-            (IDLE_TIMEOUT, "2m"),
-            (COMPRESSION_LEVEL, "9"),
-            (ARCHIVE_CONCURRENCY, "2"),
+            (SPOOL_DIR.name, "/data/spool"),
+            (SPOOL_SYNC.name, "always"),
+            (FINALIZE_DELAY.name, "500ms"),
+            (IDLE_TIMEOUT.name, "2m"),
+            (COMPRESSION_LEVEL.name, "9"),
+            (ARCHIVE_CONCURRENCY.name, "2"),
         ]))
         .unwrap();
         assert_eq!(settings.spool_dir, PathBuf::from("/data/spool"));
@@ -208,16 +264,16 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         for (variable, value) in [
-            (SPOOL_DIR, "relative/dir"),
-            (SPOOL_SYNC, "sometimes"),
-            (FINALIZE_DELAY, "5"),
-            (IDLE_TIMEOUT, "10ms"),
-            (COMPRESSION_LEVEL, "22"),
-            (COMPRESSION_LEVEL, "fast"),
-            (ARCHIVE_CONCURRENCY, "0"),
+            (SPOOL_DIR.name, "relative/dir"),
+            (SPOOL_SYNC.name, "sometimes"),
+            (FINALIZE_DELAY.name, "5"),
+            (IDLE_TIMEOUT.name, "10ms"),
+            (COMPRESSION_LEVEL.name, "22"),
+            (COMPRESSION_LEVEL.name, "fast"),
+            (ARCHIVE_CONCURRENCY.name, "0"),
         ] {
             let err = EngineSettings::from_source(&source(&[
-                (SPOOL_DIR, "/data/spool"),
+                (SPOOL_DIR.name, "/data/spool"),
                 (variable, value),
             ]))
             .unwrap_err();

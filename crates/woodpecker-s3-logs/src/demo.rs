@@ -6,13 +6,15 @@ use std::ffi::OsString;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use archive::{ObjectStore, Source};
+use archive::ObjectStore;
 use engine::{FINALIZE_DELAY, SPOOL_DIR, format::object_key};
 use goplugin::{ClientConfig, PluginClient};
 use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
 use logservice::{LogEntry, LogService, Step, StepId};
+use settings::Source;
 
-use crate::config::{ARCHIVE_DIR, Backend, Config, LOG_LEVEL_VARS};
+use crate::config::{Backend, Config};
+use crate::variables::{ARCHIVE_DIR, LOG_LEVEL_VARS};
 
 /// The pipeline: each step runs real commands on this machine, so the log is real tool
 /// output, not generated text.
@@ -56,20 +58,20 @@ pub(crate) async fn run() -> Result<(), String> {
     let demo_dir = std::env::temp_dir().join("woodpecker-s3-logs-demo");
     let mut overrides: Vec<(String, String)> = Vec::new();
     let env: HashMap<String, String> = std::env::vars().collect();
-    if Source::get(&env, SPOOL_DIR).is_none() {
+    if Source::get(&env, SPOOL_DIR.name).is_none() {
         overrides.push((
-            SPOOL_DIR.into(),
+            SPOOL_DIR.name.into(),
             demo_dir.join("spool").display().to_string(),
         ));
     }
-    if Source::get(&env, ARCHIVE_DIR).is_none() {
+    if Source::get(&env, ARCHIVE_DIR.name).is_none() {
         overrides.push((
-            ARCHIVE_DIR.into(),
+            ARCHIVE_DIR.name.into(),
             demo_dir.join("archive").display().to_string(),
         ));
     }
-    if Source::get(&env, FINALIZE_DELAY).is_none() {
-        overrides.push((FINALIZE_DELAY.into(), "1s".into()));
+    if Source::get(&env, FINALIZE_DELAY.name).is_none() {
+        overrides.push((FINALIZE_DELAY.name.into(), "1s".into()));
     }
     // The addon's info lines would interleave with the report; warnings still show.
     if LOG_LEVEL_VARS
@@ -183,8 +185,8 @@ pub(crate) async fn run() -> Result<(), String> {
     let settings: String = overrides
         .iter()
         .filter(|(name, _)| {
-            name == SPOOL_DIR
-                || (name == ARCHIVE_DIR && matches!(config.backend, Backend::LocalDir(_)))
+            name == SPOOL_DIR.name
+                || (name == ARCHIVE_DIR.name && matches!(config.backend, Backend::LocalDir(_)))
         })
         .map(|(name, value)| format!("{name}={value} "))
         .collect();

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 
-use archive::ProcessEnv;
 use logservice::{LogEntry, StepId};
+use settings::ProcessEnv;
 
 use crate::config::Config;
 

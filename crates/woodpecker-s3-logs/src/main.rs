@@ -5,6 +5,7 @@ mod config;
 mod demo;
 mod get;
 mod serve;
+mod variables;
 
 use clap::{Parser, Subcommand};
 

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use archive::ProcessEnv;
 use engine::Engine;
 use goplugin::{Handler, Limits, ServeConfig, hclog};
 use logservice::addon::{HANDSHAKE, LogHandler, PLUGIN_NAME};
+use settings::ProcessEnv;
 use tracing::level_filters::LevelFilter;
 
-use crate::config::{Config, LOG_LEVEL_VARS};
+use crate::config::Config;
+use crate::variables::LOG_LEVEL_VARS;
 
 /// The largest gob message accepted from the host. Woodpecker's agents send batches of at most
 /// 1 MiB of lines (about 1.4 MiB as JSON); the limit bounds what hostile bytes can make the

@@ -1,13 +1,11 @@
 //! The S3 backend: AWS S3 or any S3-compatible server, through the AWS SDK for Rust.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::path::Path;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
-use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{RequestChecksumCalculation, StalledStreamProtectionConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -19,9 +17,10 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 
+use super::error::{error_chain, map_sdk_error};
 use super::settings::{ChecksumMode, S3Settings, Sse};
 use crate::key::{validate_key, validate_prefix};
-use crate::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+use crate::{ErrorKind, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
 
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;
@@ -81,11 +80,9 @@ impl S3Store {
         }
         let sdk = loader.load().await;
         if sdk.region().is_none() {
-            return Err(StoreError::Denied(format!(
-                "s3://{}: no AWS region: set {}REGION, AWS_REGION or a region in the AWS profile",
-                settings.bucket,
-                super::settings::PREFIX
-            )));
+            return Err(StoreError::NoRegion {
+                bucket: settings.bucket,
+            });
         }
         let mut config =
             aws_sdk_s3::config::Builder::from(&sdk).force_path_style(settings.path_style);
@@ -122,15 +119,16 @@ impl S3Store {
         Ok(format!("{}{key}", self.settings.folder))
     }
 
-    fn error<E>(&self, full_key: &str, op: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    /// `s3://bucket/key`: how errors name an object.
+    fn target(&self, full_key: &str) -> String {
+        format!("s3://{}/{full_key}", self.settings.bucket)
+    }
+
+    fn error<E>(&self, full_key: &str, request: &str, err: SdkError<E, HttpResponse>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        map_sdk_error(
-            &format!("s3://{}/{full_key}", self.settings.bucket),
-            op,
-            err,
-        )
+        map_sdk_error(&self.target(full_key), request, err)
     }
 
     async fn put_single(
@@ -142,7 +140,7 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let stream = ByteStream::from_path(body)
             .await
-            .map_err(|e| StoreError::Transient(format!("{}: open: {e}", body.display())))?;
+            .map_err(|e| upload_source_error(body, "open", e))?;
         let (sse, kms_key) = self.sse();
         self.client
             .put_object()
@@ -184,12 +182,13 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.error(full_key, "CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id().ok_or_else(|| {
-            StoreError::Transient(format!(
-                "s3://{}/{full_key}: CreateMultipartUpload returned no upload id",
-                self.settings.bucket
-            ))
-        })?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError::IncompleteResponse {
+                target: self.target(full_key),
+                request: "CreateMultipartUpload",
+                missing: "upload id",
+            })?;
 
         let result = self.upload_parts(full_key, upload_id, body, size).await;
         let result = match result {
@@ -250,7 +249,7 @@ impl S3Store {
                     .length(Length::Exact(length))
                     .build()
                     .await
-                    .map_err(|e| StoreError::Transient(format!("{}: open: {e}", body.display())))?;
+                    .map_err(|e| upload_source_error(body, "open", e))?;
                 let uploaded = self
                     .client
                     .upload_part()
@@ -305,7 +304,7 @@ impl ObjectStore for S3Store {
         let full_key = self.full_key(key)?;
         let size = tokio::fs::metadata(body)
             .await
-            .map_err(|e| StoreError::Transient(format!("{}: stat: {e}", body.display())))?
+            .map_err(|e| upload_source_error(body, "stat", e))?
             .len();
         if size < self.settings.part_size {
             self.put_single(&full_key, body, size, meta).await?;
@@ -315,14 +314,14 @@ impl ObjectStore for S3Store {
         // Verify before anyone deletes the source: the object must exist with our size.
         match self.head(key).await? {
             Some(info) if info.size == size => Ok(info),
-            Some(info) => Err(StoreError::Corrupt(format!(
-                "s3://{}/{full_key}: {} bytes after upload, {size} sent",
-                self.settings.bucket, info.size
-            ))),
-            None => Err(StoreError::Corrupt(format!(
-                "s3://{}/{full_key}: missing right after a successful upload",
-                self.settings.bucket
-            ))),
+            Some(info) => Err(StoreError::corrupt_object(
+                self.target(&full_key),
+                format!("{} bytes after upload, {size} sent", info.size),
+            )),
+            None => Err(StoreError::corrupt_object(
+                self.target(&full_key),
+                "missing right after a successful upload",
+            )),
         }
     }
 
@@ -353,21 +352,23 @@ impl ObjectStore for S3Store {
                 user: lower_case(output.metadata()),
             },
         };
-        let data = output.body.collect().await.map_err(|e| {
-            StoreError::Transient(format!(
-                "s3://{}/{full_key}: GetObject: reading the body: {}",
-                self.settings.bucket,
-                error_chain(&e)
-            ))
-        })?;
+        let data = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Request {
+                kind: ErrorKind::Transient,
+                request: "GetObject".to_owned(),
+                target: self.target(&full_key),
+                detail: format!("reading the body: {}", error_chain(&e)),
+                source: Box::new(e),
+            })?;
         let data = data.into_bytes().to_vec();
         if data.len() as u64 != info.size {
-            return Err(StoreError::Corrupt(format!(
-                "s3://{}/{full_key}: {} bytes received, {} announced",
-                self.settings.bucket,
-                data.len(),
-                info.size
-            )));
+            return Err(StoreError::corrupt_object(
+                self.target(&full_key),
+                format!("{} bytes received, {} announced", data.len(), info.size),
+            ));
         }
         Ok(Some((data, info)))
     }
@@ -464,14 +465,24 @@ fn http_client(
     let context = TlsContext::builder()
         .with_trust_store(TrustStore::default().with_pem_certificate(ca.pem.clone()))
         .build()
-        .map_err(|e| {
-            StoreError::Denied(format!(
-                "{}CA_BUNDLE={}: {e}",
-                super::settings::PREFIX,
-                ca.path.display()
-            ))
+        .map_err(|e| StoreError::CaBundle {
+            path: ca.path.clone(),
+            source: Box::new(e),
         })?;
     Ok(builder.tls_context(context).build_https())
+}
+
+/// The file to upload could not be opened or measured.
+fn upload_source_error(
+    path: &Path,
+    operation: &'static str,
+    source: impl Into<crate::BoxError>,
+) -> StoreError {
+    StoreError::UploadSource {
+        operation,
+        path: path.to_owned(),
+        source: source.into(),
+    }
 }
 
 /// S3 parts are limited to 10,000: larger files get larger parts (whole MiB).
@@ -499,100 +510,6 @@ fn lower_case(
         .collect()
 }
 
-/// Turns an SDK error into a [`StoreError`] whose text tells an admin what happened:
-/// `s3://bucket/key: PutObject: AccessDenied: Access Denied (HTTP 403)`.
-fn map_sdk_error<E>(target: &str, op: &str, err: SdkError<E, HttpResponse>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    if let SdkError::ServiceError(service) = &err {
-        let status = service.raw().status().as_u16();
-        let code = service.err().code().unwrap_or(match status {
-            301 => "PermanentRedirect (wrong region or endpoint)",
-            400 => "BadRequest",
-            403 => "Forbidden",
-            404 => "NotFound",
-            _ => "UnknownError",
-        });
-        let message = service.err().message().unwrap_or("no message");
-        let text = format!("{target}: {op}: {code}: {message} (HTTP {status})");
-        return if is_transient(status, code) {
-            StoreError::Transient(text)
-        } else {
-            StoreError::Denied(text)
-        };
-    }
-    // Credentials come before the request is sent: a missing or refused identity is for
-    // an admin to fix, a timed-out provider may pass.
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(creds) = cause.downcast_ref::<CredentialsError>() {
-            let text = format!(
-                "{target}: {op}: no usable AWS credentials: {}",
-                error_chain(creds)
-            );
-            return match creds {
-                CredentialsError::ProviderTimedOut(_) | CredentialsError::Unhandled(_) => {
-                    StoreError::Transient(text)
-                }
-                _ => StoreError::Denied(text),
-            };
-        }
-        source = cause.source();
-    }
-    let what = match &err {
-        SdkError::TimeoutError(_) => "timed out",
-        SdkError::DispatchFailure(_) => "cannot reach the endpoint",
-        SdkError::ResponseError(_) => "unreadable response",
-        SdkError::ConstructionFailure(_) => "cannot build the request",
-        _ => "failed",
-    };
-    let text = format!("{target}: {op}: {what}: {}", error_chain(&err));
-    match err {
-        SdkError::ConstructionFailure(_) => StoreError::Denied(text),
-        _ => StoreError::Transient(text),
-    }
-}
-
-/// An error and its causes on one line (`a: b: c`), each said once: the SDK's wrappers often
-/// repeat their source's text, and the multi-line chain reports are folded with `; ` so the
-/// admin reads one log line.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e
-            .to_string()
-            .replace(":\n  ", ": ")
-            .replace("\n  ", "; ")
-            .replace('\n', "; ");
-        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Server trouble and throttling pass; everything else (403 AccessDenied, 404
-/// NoSuchBucket, 400 InvalidArgument, …) needs an admin.
-fn is_transient(status: u16, code: &str) -> bool {
-    status >= 500
-        || status == 408
-        || status == 429
-        || matches!(
-            code,
-            "SlowDown"
-                | "RequestTimeout"
-                | "RequestTimeTooSkewed"
-                | "Throttling"
-                | "ThrottlingException"
-                | "InternalError"
-                | "ServiceUnavailable"
-                | "OperationAborted"
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,15 +523,5 @@ mod tests {
         let part = part_size_for(size, 8 * mib);
         assert!(size.div_ceil(part) <= MAX_PARTS);
         assert_eq!(part % mib, 0);
-    }
-
-    #[test]
-    fn transient_or_denied() {
-        assert!(is_transient(503, "SlowDown"));
-        assert!(is_transient(500, "InternalError"));
-        assert!(is_transient(400, "RequestTimeout"));
-        assert!(!is_transient(403, "AccessDenied"));
-        assert!(!is_transient(404, "NoSuchBucket"));
-        assert!(!is_transient(400, "InvalidArgument"));
     }
 }

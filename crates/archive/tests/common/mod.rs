@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use archive::{ObjectMeta, ObjectStore, S3Settings, S3Store, StoreError};
+use archive::{ErrorKind, ObjectMeta, ObjectStore, S3Settings, S3Store, StoreError};
 
-pub const MIB: usize = 1024 * 1024;
+pub(crate) const MIB: usize = 1024 * 1024;
 
 /// A key prefix no earlier run used, so suites can share a long-lived server and bucket.
-pub fn unique_prefix(name: &str) -> String {
+pub(crate) fn unique_prefix(name: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -20,7 +20,7 @@ pub fn unique_prefix(name: &str) -> String {
 }
 
 /// Deterministic bytes that are not all alike, so a misplaced part would show.
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     let mut state = u32::from(seed) | 1;
     (0..len)
         .map(|_| {
@@ -32,13 +32,13 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, data).unwrap();
     path
 }
 
-pub fn log_meta(lines: &str) -> ObjectMeta {
+pub(crate) fn log_meta(lines: &str) -> ObjectMeta {
     ObjectMeta {
         content_type: "application/x-ndjson".into(),
         content_encoding: "zstd".into(),
@@ -51,7 +51,7 @@ pub fn log_meta(lines: &str) -> ObjectMeta {
 
 /// Runs every check against `store`. `big` is the size of an object that must go through
 /// the store's large-object path (multipart on S3: make it more than two parts).
-pub async fn conformance(store: &dyn ObjectStore, name: &str, big: usize) {
+pub(crate) async fn conformance(store: &dyn ObjectStore, name: &str, big: usize) {
     let work = tempfile::tempdir().unwrap();
     let p = unique_prefix(name);
     let key = |k: &str| format!("{p}{k}");
@@ -182,7 +182,11 @@ pub async fn conformance(store: &dyn ObjectStore, name: &str, big: usize) {
             .put_file(bad, &write(work.path(), "tiny", b"x"), &meta)
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Denied(_)), "{bad:?}: {err}");
+        assert!(
+            matches!(err, StoreError::InvalidKey { .. }),
+            "{bad:?}: {err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Denied, "{bad:?}: {err}");
         assert!(store.get(bad).await.is_err(), "{bad:?}");
     }
 
@@ -194,7 +198,11 @@ pub async fn conformance(store: &dyn ObjectStore, name: &str, big: usize) {
 }
 
 /// Put/get latency of a 1 MiB object, the median of `rounds`, for the report.
-pub async fn measure(store: &dyn ObjectStore, name: &str, rounds: usize) -> (Duration, Duration) {
+pub(crate) async fn measure(
+    store: &dyn ObjectStore,
+    name: &str,
+    rounds: usize,
+) -> (Duration, Duration) {
     let work = tempfile::tempdir().unwrap();
     let body = write(work.path(), "1mib", &pattern(MIB, 9));
     let key = format!("{}latency", unique_prefix(name));
@@ -220,7 +228,7 @@ pub async fn measure(store: &dyn ObjectStore, name: &str, rounds: usize) -> (Dur
 
 /// Settings for a path-style S3-compatible endpoint with a small part size, so a 12 MiB
 /// object takes three parts.
-pub fn test_settings(endpoint: &str, bucket: &str) -> S3Settings {
+pub(crate) fn test_settings(endpoint: &str, bucket: &str) -> S3Settings {
     let mut s = S3Settings::new(bucket);
     s.endpoint = Some(endpoint.to_owned());
     s.path_style = true;
@@ -233,7 +241,7 @@ pub fn test_settings(endpoint: &str, bucket: &str) -> S3Settings {
 }
 
 /// A store with explicit keys: tests of the credential chain itself live in `chain.rs`.
-pub async fn connect(settings: S3Settings, key: &str, secret: &str) -> S3Store {
+pub(crate) async fn connect(settings: S3Settings, key: &str, secret: &str) -> S3Store {
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(
         aws_credential_types::Credentials::new(key, secret, None, None, "archive-tests"),
     );
@@ -242,14 +250,14 @@ pub async fn connect(settings: S3Settings, key: &str, secret: &str) -> S3Store {
 
 /// An S3-compatible server named by `ARCHIVE_TEST_<NAME>_*` variables (set by
 /// scripts/s3/start.sh), or `None` with a notice when they are unset.
-pub struct External {
+pub(crate) struct External {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
     pub bucket: String,
 }
 
-pub fn external(name: &str) -> Option<External> {
+pub(crate) fn external(name: &str) -> Option<External> {
     let var = |what: &str| std::env::var(format!("ARCHIVE_TEST_{name}_{what}")).ok();
     let Some(endpoint) = var("ENDPOINT") else {
         eprintln!(

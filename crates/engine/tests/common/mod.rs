@@ -44,12 +44,10 @@ impl FaultyStore {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.denied.load(Ordering::SeqCst) {
-            return Err(StoreError::Denied("AccessDenied: test says no".into()));
+            return Err(StoreError::denied("AccessDenied: test says no"));
         }
         if self.down.load(Ordering::SeqCst) {
-            return Err(StoreError::Transient(
-                "connection refused (test outage)".into(),
-            ));
+            return Err(StoreError::transient("connection refused (test outage)"));
         }
         Ok(())
     }
@@ -75,7 +73,7 @@ impl ObjectStore for FaultyStore {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
             {
-                return Err(StoreError::Transient("503 SlowDown (test fault)".into()));
+                return Err(StoreError::transient("503 SlowDown (test fault)"));
             }
             let info = self.inner.put_file(key, body, meta).await?;
             self.puts.fetch_add(1, Ordering::SeqCst);
