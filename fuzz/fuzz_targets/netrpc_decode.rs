@@ -6,39 +6,9 @@
 //! these bytes.
 #![no_main]
 
-use bytes::BytesMut;
 use goplugin::Limits;
-use goplugin::netrpc::{ReadError, Request, RequestDecoder, read_requests};
+use goplugin::netrpc::{read_requests, read_requests_in_pieces};
 use libfuzzer_sys::fuzz_target;
-use tokio_util::codec::Decoder;
-
-/// Feeds `data` to one decoder `chunk` bytes at a time, as the server's read loop does.
-fn decode_in_chunks(
-    data: &[u8],
-    limits: Limits,
-    chunk: usize,
-) -> (Vec<Request>, Option<ReadError>) {
-    let mut decoder = RequestDecoder::new(limits);
-    let mut buf = BytesMut::new();
-    let mut requests = Vec::new();
-    for piece in data.chunks(chunk) {
-        buf.extend_from_slice(piece);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(request)) => requests.push(request),
-                Ok(None) => break,
-                Err(e) => return (requests, Some(e)),
-            }
-        }
-    }
-    loop {
-        match decoder.decode_eof(&mut buf) {
-            Ok(Some(request)) => requests.push(request),
-            Ok(None) => return (requests, None),
-            Err(e) => return (requests, Some(e)),
-        }
-    }
-}
 
 fuzz_target!(|input: &[u8]| {
     let Some((&mode, data)) = input.split_first() else {
@@ -50,7 +20,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let chunk = usize::from(mode & 0x3f) + 1;
     let (whole, whole_error) = read_requests(data, limits);
-    let (pieces, pieces_error) = decode_in_chunks(data, limits, chunk);
+    let (pieces, pieces_error) = read_requests_in_pieces(data, limits, chunk);
     // Compared as text: a decoded NaN float is not equal to itself.
     assert_eq!(
         format!("{whole:?}"),

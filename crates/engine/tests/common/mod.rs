@@ -147,6 +147,16 @@ impl Harness {
     async fn start(clock: Option<ManualClock>, tune: impl FnOnce(&mut EngineSettings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(FaultyStore::new(&dir.path().join("archive")));
+        Self::open(dir, store, clock, tune).await
+    }
+
+    /// An engine on the spool under `dir`, `store` and `clock`.
+    async fn open(
+        dir: tempfile::TempDir,
+        store: Arc<FaultyStore>,
+        clock: Option<ManualClock>,
+        tune: impl FnOnce(&mut EngineSettings),
+    ) -> Self {
         let mut settings = fast_settings(dir.path().join("spool"));
         tune(&mut settings);
         let engine = start_engine(settings, store.clone(), clock.clone()).await;
@@ -167,15 +177,7 @@ impl Harness {
             clock,
         } = self;
         engine.shutdown().await.unwrap();
-        let mut settings = fast_settings(dir.path().join("spool"));
-        tune(&mut settings);
-        let engine = start_engine(settings, store.clone(), clock.clone()).await;
-        Self {
-            dir,
-            store,
-            engine,
-            clock,
-        }
+        Self::open(dir, store, clock, tune).await
     }
 
     /// The manual clock of the engine's schedule.

@@ -304,6 +304,36 @@ pub fn read_requests(data: &[u8], limits: Limits) -> (Vec<Request>, Option<ReadE
     }
 }
 
+/// Like [`read_requests`], but the input arrives `piece` bytes at a time (at least one), as
+/// the server's read loop meets it, and the end-of-input check comes last. Tests and fuzzing
+/// compare the two: however the bytes arrive, the decoder must read the same.
+pub fn read_requests_in_pieces(
+    data: &[u8],
+    limits: Limits,
+    piece: usize,
+) -> (Vec<Request>, Option<ReadError>) {
+    let mut decoder = RequestDecoder::new(limits);
+    let mut buf = BytesMut::new();
+    let mut requests = Vec::new();
+    for piece in data.chunks(piece.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(request)) => requests.push(request),
+                Ok(None) => break,
+                Err(e) => return (requests, Some(e)),
+            }
+        }
+    }
+    loop {
+        match decoder.decode_eof(&mut buf) {
+            Ok(Some(request)) => requests.push(request),
+            Ok(None) => return (requests, None),
+            Err(e) => return (requests, Some(e)),
+        }
+    }
+}
+
 /// `ServiceMethod`, `Seq` and `Error` of a request or response header. Missing fields were
 /// zero on the sender's side; a present field of the wrong type is a protocol error.
 fn header_fields(header: &Value) -> Result<(String, u64, String), ReadError> {

@@ -23,7 +23,9 @@ mod registry;
 mod server;
 
 pub use client::{CallError, RpcClient};
-pub use codec::{OversizeBody, ReadError, Request, RequestDecoder, read_requests};
+pub use codec::{
+    OversizeBody, ReadError, Request, RequestDecoder, read_requests, read_requests_in_pieces,
+};
 pub use registry::{BoxFuture, Handler, Router};
 pub use server::serve;
 

@@ -29,35 +29,6 @@ fn request(seq: u64, body: Result<Value, OversizeBody>) -> Request {
     }
 }
 
-/// Feeds `data` to one decoder `chunk` bytes at a time, as the server's read loop does, and
-/// ends with the end-of-input check.
-fn decode_in_chunks(
-    data: &[u8],
-    limits: Limits,
-    chunk: usize,
-) -> (Vec<Request>, Option<ReadError>) {
-    let mut decoder = RequestDecoder::new(limits);
-    let mut buf = BytesMut::new();
-    let mut requests = Vec::new();
-    for piece in data.chunks(chunk) {
-        buf.extend_from_slice(piece);
-        loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(request)) => requests.push(request),
-                Ok(None) => break,
-                Err(e) => return (requests, Some(e)),
-            }
-        }
-    }
-    loop {
-        match decoder.decode_eof(&mut buf) {
-            Ok(Some(request)) => requests.push(request),
-            Ok(None) => return (requests, None),
-            Err(e) => return (requests, Some(e)),
-        }
-    }
-}
-
 #[test]
 fn reads_go_requests_split_anywhere() {
     let mut data = hex(FIRST_LOGFIND);
@@ -76,7 +47,7 @@ fn reads_go_requests_split_anywhere() {
     }
     // However the bytes arrive, the decoder reads the same requests.
     for chunk in 1..data.len() {
-        let (got, error) = decode_in_chunks(&data, Limits::default(), chunk);
+        let (got, error) = read_requests_in_pieces(&data, Limits::default(), chunk);
         assert!(error.is_none(), "chunk {chunk}: {error:?}");
         assert_eq!(got, requests, "chunk {chunk}");
     }
@@ -131,7 +102,7 @@ fn oversize_body_is_skipped_and_refused() {
         "the request of 63 bytes is over the plugin's limit of 46 bytes"
     );
     for chunk in 1..=data.len() {
-        let (got, error) = decode_in_chunks(&data, limits, chunk);
+        let (got, error) = read_requests_in_pieces(&data, limits, chunk);
         assert!(error.is_none(), "chunk {chunk}: {error:?}");
         assert_eq!(got, expected, "chunk {chunk}");
     }
@@ -230,7 +201,7 @@ fn corrupted_input_reads_the_same_however_it_arrives() {
             for limits in [Limits::default(), small] {
                 let (whole, whole_error) = read_requests(&input, limits);
                 for chunk in [1, 5, 13] {
-                    let (pieces, pieces_error) = decode_in_chunks(&input, limits, chunk);
+                    let (pieces, pieces_error) = read_requests_in_pieces(&input, limits, chunk);
                     assert_eq!(
                         format!("{whole:?} {whole_error:?}"),
                         format!("{pieces:?} {pieces_error:?}"),
