@@ -276,18 +276,25 @@ async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, Stri
 /// `woodpecker-s3-logs-demo` in the first writable of the temporary directory (`TMPDIR`, else
 /// `/tmp`), `XDG_CACHE_HOME` and `~/.cache`, so that it also runs where there is no `/tmp`.
 fn demo_dir(env: &HashMap<String, String>) -> Result<PathBuf, String> {
-    let candidates = demo_dir_candidates(env);
     let mut tried = Vec::new();
-    for (base, source) in &candidates {
-        let dir = base.join(DEMO_DIR_NAME);
-        match probe_writable(&dir) {
+    for candidate in demo_dir_candidates(env) {
+        let dir = candidate.base.join(DEMO_DIR_NAME);
+        match probe_writable(&candidate) {
             Ok(()) => {
                 if let Some(first) = tried.first() {
-                    println!("({first}; using {} from {source})", dir.display());
+                    println!(
+                        "({first}; using {} from {})",
+                        dir.display(),
+                        candidate.source
+                    );
                 }
                 return Ok(dir);
             }
-            Err(e) => tried.push(format!("{} ({source}) is not writable: {e}", dir.display())),
+            Err(e) => tried.push(format!(
+                "{} ({}) is not writable: {e}",
+                dir.display(),
+                candidate.source
+            )),
         }
     }
     Err(format!(
@@ -296,30 +303,64 @@ fn demo_dir(env: &HashMap<String, String>) -> Result<PathBuf, String> {
     ))
 }
 
-/// What [`demo_dir`] tries, in order, with where each came from.
-fn demo_dir_candidates(env: &HashMap<String, String>) -> Vec<(PathBuf, &'static str)> {
+/// A base directory the demo may use.
+#[derive(Debug, PartialEq, Eq)]
+struct DemoBase {
+    base: PathBuf,
+    /// The variable it came from.
+    source: &'static str,
+    /// Whether a missing base is created: a cache directory is (XDG base directory spec), a
+    /// temporary directory is not (it belongs to the system).
+    create: bool,
+}
+
+/// What [`demo_dir`] tries, in order.
+fn demo_dir_candidates(env: &HashMap<String, String>) -> Vec<DemoBase> {
     let absolute = |var: &str| {
         Source::get(env, var)
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
     };
     let mut candidates = vec![match absolute("TMPDIR") {
-        Some(tmpdir) => (tmpdir, "TMPDIR"),
-        None => (PathBuf::from("/tmp"), "the default /tmp"),
+        Some(base) => DemoBase {
+            base,
+            source: "TMPDIR",
+            create: false,
+        },
+        None => DemoBase {
+            base: PathBuf::from("/tmp"),
+            source: "the default /tmp",
+            create: false,
+        },
     }];
-    if let Some(cache) = absolute("XDG_CACHE_HOME") {
-        candidates.push((cache, "XDG_CACHE_HOME"));
+    if let Some(base) = absolute("XDG_CACHE_HOME") {
+        candidates.push(DemoBase {
+            base,
+            source: "XDG_CACHE_HOME",
+            create: true,
+        });
     }
     if let Some(home) = absolute("HOME") {
-        candidates.push((home.join(".cache"), "HOME"));
+        candidates.push(DemoBase {
+            base: home.join(".cache"),
+            source: "HOME",
+            create: true,
+        });
     }
     candidates
 }
 
-/// Creates `dir` if needed and checks that a file can be made in it (an existing directory
-/// may still be read-only).
-fn probe_writable(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+/// Creates the demo directory in `candidate` if needed and checks that a file can be made in
+/// it (an existing directory may still be read-only).
+fn probe_writable(candidate: &DemoBase) -> std::io::Result<()> {
+    if candidate.create {
+        std::fs::create_dir_all(&candidate.base)?;
+    }
+    let dir = candidate.base.join(DEMO_DIR_NAME);
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     std::fs::File::create(&probe)?;
     std::fs::remove_file(&probe)
@@ -361,24 +402,30 @@ mod tests {
 
     #[test]
     fn demo_dir_candidates_in_fallback_order() {
+        let bases = |env: &HashMap<String, String>| -> Vec<(PathBuf, &'static str, bool)> {
+            demo_dir_candidates(env)
+                .into_iter()
+                .map(|c| (c.base, c.source, c.create))
+                .collect()
+        };
         let all = env(&[
             ("TMPDIR", "/scratch"),
             ("XDG_CACHE_HOME", "/var/lib/woodpecker"),
             ("HOME", "/home/ci"),
         ]);
         assert_eq!(
-            demo_dir_candidates(&all),
+            bases(&all),
             [
-                (PathBuf::from("/scratch"), "TMPDIR"),
-                (PathBuf::from("/var/lib/woodpecker"), "XDG_CACHE_HOME"),
-                (PathBuf::from("/home/ci/.cache"), "HOME"),
+                (PathBuf::from("/scratch"), "TMPDIR", false),
+                (PathBuf::from("/var/lib/woodpecker"), "XDG_CACHE_HOME", true),
+                (PathBuf::from("/home/ci/.cache"), "HOME", true),
             ]
         );
         // Relative values do not count (XDG base directory spec).
         let bare = env(&[("TMPDIR", "rel"), ("XDG_CACHE_HOME", "rel")]);
         assert_eq!(
-            demo_dir_candidates(&bare),
-            [(PathBuf::from("/tmp"), "the default /tmp")]
+            bases(&bare),
+            [(PathBuf::from("/tmp"), "the default /tmp", false)]
         );
     }
 
@@ -396,6 +443,16 @@ mod tests {
         .unwrap();
         assert_eq!(chosen, cache.join(DEMO_DIR_NAME));
         assert_eq!(std::fs::read_dir(&chosen).unwrap().count(), 0);
+
+        // A missing temporary directory is not created (even by root, who could).
+        let missing = base.path().join("missing-tmp");
+        let chosen = demo_dir(&env(&[
+            ("TMPDIR", missing.to_str().unwrap()),
+            ("HOME", base.path().to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(chosen, base.path().join(".cache").join(DEMO_DIR_NAME));
+        assert!(!missing.exists());
 
         let err = demo_dir(&env(&[("TMPDIR", file.to_str().unwrap())])).unwrap_err();
         assert!(err.contains("(TMPDIR) is not writable"), "{err}");
