@@ -46,6 +46,7 @@
 //!         },
 //!         plugins: vec![("log".into(), Arc::new(Log) as Arc<dyn Handler>)],
 //!         limits: Limits::default(),
+//!         socket_fallback_dir: None,
 //!     })
 //!     .await;
 //!     std::process::exit(code);

@@ -1,10 +1,11 @@
 //! The plugin's listener (PROTOCOL.md §Listener): a Unix socket inside a fresh private directory,
 //! or TCP on 127.0.0.1 when no usable socket path exists.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
+use std::fmt;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -22,15 +23,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// line in the Woodpecker log says what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
-    /// The private socket directory could not be created.
-    #[error("cannot create the plugin socket directory in {dir} (from {source_var}): {error}")]
-    Dir {
-        /// Where it was to be created.
-        dir: PathBuf,
-        /// The variable `dir` came from.
-        source_var: &'static str,
-        /// What the OS said.
-        error: io::Error,
+    /// The private socket directory could not be created in any of the candidates.
+    #[error(
+        "cannot create the plugin socket directory; tried {}{}. Set PLUGIN_UNIX_SOCKET_DIR or \
+         TMPDIR to a writable directory",
+        tried.iter().map(|(dir, error)| format!("{dir}: {error}")).collect::<Vec<_>>().join("; "),
+        if unset.is_empty() { String::new() } else { format!("; unset: {}", unset.join(", ")) }
+    )]
+    NoDir {
+        /// Each candidate in the order tried, with what the OS said.
+        tried: Vec<(SocketDir, io::Error)>,
+        /// The fallback variables that were not set (or not absolute paths).
+        unset: Vec<&'static str>,
     },
     /// The socket could not be bound.
     #[error("cannot bind the plugin socket {path}: {error}")]
@@ -74,13 +78,34 @@ pub enum ListenError {
     },
 }
 
+/// A directory the socket's private directory may be created in, and where that came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The variable it came from (or what else chose it), for log lines and errors.
+    pub source: &'static str,
+}
+
+impl fmt::Display for SocketDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.dir.display(), self.source)
+    }
+}
+
+/// What [`SocketDir::source`] says of the directory the program passed in.
+const PRIVATE_DIR_SOURCE: &str = "the plugin's private directory";
+
 /// Where to listen, normally read from the environment the host gave us.
 #[derive(Clone, Debug, Default)]
 pub struct ListenOptions {
-    /// `PLUGIN_UNIX_SOCKET_DIR`, else `TMPDIR`, else `/tmp`.
-    pub socket_dir: PathBuf,
-    /// Which variable `socket_dir` came from, for error messages.
-    pub socket_dir_var: &'static str,
+    /// Where to create the socket's private directory, tried in order until one works:
+    /// go-plugin's choice (`PLUGIN_UNIX_SOCKET_DIR`, else `TMPDIR`, else `/tmp`), then
+    /// `XDG_RUNTIME_DIR`, `XDG_CACHE_HOME` and the program's own private directory, so that a
+    /// container without a writable `/tmp` still gets a socket.
+    pub socket_dirs: Vec<SocketDir>,
+    /// Fallback variables that were unset, named in the error when no candidate works.
+    pub unset_fallbacks: Vec<&'static str>,
     /// `PLUGIN_UNIX_SOCKET_GROUP`: a group name or numeric gid allowed to connect.
     pub socket_group: Option<String>,
     /// `PLUGIN_MIN_PORT`: the first port the TCP fallback tries.
@@ -91,32 +116,60 @@ pub struct ListenOptions {
 
 impl ListenOptions {
     /// Reads the options from the variables go-plugin's host sets (PROTOCOL.md §Listener);
-    /// empty variables count as unset.
-    pub fn from_env() -> Result<Self, ListenError> {
-        let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
-        let (socket_dir, socket_dir_var) = if let Some(d) = non_empty("PLUGIN_UNIX_SOCKET_DIR") {
+    /// empty variables count as unset. `private_dir` is the last socket directory candidate,
+    /// one the program owns (created 0700 when needed).
+    pub fn from_env(private_dir: Option<&Path>) -> Result<Self, ListenError> {
+        Self::from_vars(|var| std::env::var_os(var), private_dir)
+    }
+
+    /// [`ListenOptions::from_env`] over any variable lookup.
+    fn from_vars(
+        var: impl Fn(&str) -> Option<OsString>,
+        private_dir: Option<&Path>,
+    ) -> Result<Self, ListenError> {
+        let non_empty = |name: &str| var(name).filter(|v| !v.is_empty());
+        let go_plugin_choice = if let Some(d) = non_empty("PLUGIN_UNIX_SOCKET_DIR") {
             (PathBuf::from(d), "PLUGIN_UNIX_SOCKET_DIR")
         } else if let Some(d) = non_empty("TMPDIR") {
             (PathBuf::from(d), "TMPDIR")
         } else {
             (PathBuf::from("/tmp"), "the default /tmp")
         };
-        let port = |var: &'static str| -> Result<u16, ListenError> {
-            let value = std::env::var(var).unwrap_or_default();
+        let mut socket_dirs = vec![SocketDir {
+            dir: go_plugin_choice.0,
+            source: go_plugin_choice.1,
+        }];
+        let mut unset_fallbacks = Vec::new();
+        // The XDG base directory spec says to ignore relative paths in these variables.
+        for name in ["XDG_RUNTIME_DIR", "XDG_CACHE_HOME"] {
+            match non_empty(name).map(PathBuf::from) {
+                Some(dir) if dir.is_absolute() => socket_dirs.push(SocketDir { dir, source: name }),
+                _ => unset_fallbacks.push(name),
+            }
+        }
+        if let Some(dir) = private_dir {
+            socket_dirs.push(SocketDir {
+                dir: dir.to_path_buf(),
+                source: PRIVATE_DIR_SOURCE,
+            });
+        }
+        let port = |name: &'static str| -> Result<u16, ListenError> {
+            let value = var(name)
+                .map(|v| v.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if value.trim().is_empty() {
                 return Ok(0);
             }
             value
                 .trim()
                 .parse()
-                .map_err(|_| ListenError::Port { var, value })
+                .map_err(|_| ListenError::Port { var: name, value })
         };
         Ok(Self {
-            socket_dir,
-            socket_dir_var,
-            socket_group: std::env::var("PLUGIN_UNIX_SOCKET_GROUP")
-                .ok()
-                .filter(|g| !g.is_empty()),
+            socket_dirs,
+            unset_fallbacks,
+            socket_group: non_empty("PLUGIN_UNIX_SOCKET_GROUP")
+                .map(|g| g.to_string_lossy().into_owned()),
             min_port: port("PLUGIN_MIN_PORT")?,
             max_port: port("PLUGIN_MAX_PORT")?,
         })
@@ -141,16 +194,7 @@ impl PluginListener {
     /// lives in its own 0700 directory, so no other user can connect or swap the path between
     /// bind and the host's dial.
     pub fn bind(opts: &ListenOptions) -> Result<Self, ListenError> {
-        let dir = tempfile::Builder::new()
-            .prefix("plugin")
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(&opts.socket_dir)
-            .map_err(|error| ListenError::Dir {
-                dir: opts.socket_dir.clone(),
-                source_var: opts.socket_dir_var,
-                error,
-            })?
-            .keep();
+        let dir = private_socket_dir(opts)?;
         let path = dir.join("plugin.sock");
         let raw = path.as_os_str().as_encoded_bytes();
         if raw.len() > MAX_SOCKET_PATH || raw.contains(&b'|') {
@@ -243,6 +287,47 @@ impl PluginListener {
     }
 }
 
+/// Creates a fresh 0700 `plugin<random>` directory in the first candidate of
+/// [`ListenOptions::socket_dirs`] that allows it (one that is missing or not writable is
+/// skipped) and says once when it is not the first.
+fn private_socket_dir(opts: &ListenOptions) -> Result<PathBuf, ListenError> {
+    let mut tried: Vec<(SocketDir, io::Error)> = Vec::new();
+    for candidate in &opts.socket_dirs {
+        let created = if candidate.source == PRIVATE_DIR_SOURCE {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&candidate.dir)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("plugin")
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir_in(&candidate.dir)
+        });
+        match created {
+            Ok(dir) => {
+                if let Some((first, error)) = tried.first() {
+                    tracing::info!(
+                        "plugin socket directory {first} is not usable ({error}); using {candidate}"
+                    );
+                }
+                return Ok(dir.keep());
+            }
+            Err(error) => {
+                tracing::debug!(%error, "plugin socket directory {candidate} is not usable");
+                tried.push((candidate.clone(), error));
+            }
+        }
+    }
+    Err(ListenError::NoDir {
+        tried,
+        unset: opts.unset_fallbacks.clone(),
+    })
+}
+
 /// A group given by name or numeric gid, as go-plugin accepts both.
 fn resolve_group(group: &str) -> io::Result<u32> {
     if let Ok(gid) = group.parse::<u32>() {
@@ -284,12 +369,149 @@ mod tests {
 
     fn opts(dir: &Path) -> ListenOptions {
         ListenOptions {
-            socket_dir: dir.to_path_buf(),
-            socket_dir_var: "PLUGIN_UNIX_SOCKET_DIR",
+            socket_dirs: vec![SocketDir {
+                dir: dir.to_path_buf(),
+                source: "PLUGIN_UNIX_SOCKET_DIR",
+            }],
+            unset_fallbacks: Vec::new(),
             socket_group: None,
             min_port: 0,
             max_port: 0,
         }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let map: std::collections::HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn candidates(opts: &ListenOptions) -> Vec<(String, &'static str)> {
+        opts.socket_dirs
+            .iter()
+            .map(|c| (c.dir.display().to_string(), c.source))
+            .collect()
+    }
+
+    #[test]
+    fn socket_dir_candidates_in_fallback_order() {
+        let private = Path::new("/var/lib/woodpecker/s3-logs-spool/sockets");
+        let all = ListenOptions::from_vars(
+            vars(&[
+                ("PLUGIN_UNIX_SOCKET_DIR", "/plugin"),
+                ("TMPDIR", "/tmpdir"),
+                ("XDG_RUNTIME_DIR", "/run/user/1000"),
+                ("XDG_CACHE_HOME", "/var/lib/woodpecker"),
+            ]),
+            Some(private),
+        )
+        .unwrap();
+        assert_eq!(
+            candidates(&all),
+            [
+                ("/plugin".into(), "PLUGIN_UNIX_SOCKET_DIR"),
+                ("/run/user/1000".into(), "XDG_RUNTIME_DIR"),
+                ("/var/lib/woodpecker".into(), "XDG_CACHE_HOME"),
+                (private.display().to_string(), PRIVATE_DIR_SOURCE),
+            ]
+        );
+        assert!(all.unset_fallbacks.is_empty());
+
+        // go-plugin's own order for the first candidate; empty and relative values are unset.
+        let tmpdir = ListenOptions::from_vars(
+            vars(&[
+                ("PLUGIN_UNIX_SOCKET_DIR", ""),
+                ("TMPDIR", "/tmpdir"),
+                ("XDG_RUNTIME_DIR", "relative"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(candidates(&tmpdir), [("/tmpdir".into(), "TMPDIR")]);
+        assert_eq!(
+            tmpdir.unset_fallbacks,
+            ["XDG_RUNTIME_DIR", "XDG_CACHE_HOME"]
+        );
+
+        let bare = ListenOptions::from_vars(vars(&[]), Some(private)).unwrap();
+        assert_eq!(
+            candidates(&bare),
+            [
+                ("/tmp".into(), "the default /tmp"),
+                (private.display().to_string(), PRIVATE_DIR_SOURCE),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_unwritable_candidates_are_skipped_in_order() {
+        let base = tempfile::tempdir().unwrap();
+        let missing = base.path().join("missing");
+        // A file where a directory should be: unusable even for root, which ignores modes.
+        let file = base.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let cache = base.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let private = base.path().join("spool/sockets");
+        let candidate = |dir: &Path, source| SocketDir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut o = opts(&missing);
+        o.socket_dirs.extend([
+            candidate(&file, "XDG_RUNTIME_DIR"),
+            candidate(&cache, "XDG_CACHE_HOME"),
+            candidate(&private, PRIVATE_DIR_SOURCE),
+        ]);
+        let l = PluginListener::bind(&o).unwrap();
+        let PluginAddr::Unix(path) = l.addr().clone() else {
+            panic!("expected a unix socket, got {}", l.addr())
+        };
+        assert!(path.starts_with(&cache), "{}", path.display());
+        l.cleanup();
+
+        // Without a usable XDG_CACHE_HOME, the program's private directory is made (0700).
+        o.socket_dirs[2] = candidate(&base.path().join("no-cache"), "XDG_CACHE_HOME");
+        let l = PluginListener::bind(&o).unwrap();
+        let PluginAddr::Unix(path) = l.addr().clone() else {
+            panic!("expected a unix socket, got {}", l.addr())
+        };
+        assert!(path.starts_with(&private), "{}", path.display());
+        assert!(is_private_dir(&private) && is_private_dir(path.parent().unwrap()));
+        let _c = tokio::net::UnixStream::connect(&path).await.unwrap();
+        l.cleanup();
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn error_names_every_candidate_and_unset_variable() {
+        let base = tempfile::tempdir().unwrap();
+        let mut o = ListenOptions::from_vars(
+            vars(&[("TMPDIR", base.path().join("gone").to_str().unwrap())]),
+            Some(&base.path().join("file/sockets")),
+        )
+        .unwrap();
+        std::fs::write(base.path().join("file"), b"").unwrap();
+        let err = PluginListener::bind(&o).err().unwrap().to_string();
+        assert!(
+            err.starts_with("cannot create the plugin socket directory; tried "),
+            "{err}"
+        );
+        assert!(err.contains("gone (TMPDIR): "), "{err}");
+        assert!(
+            err.contains(&format!("sockets ({PRIVATE_DIR_SOURCE}): ")),
+            "{err}"
+        );
+        assert!(
+            err.contains("; unset: XDG_RUNTIME_DIR, XDG_CACHE_HOME."),
+            "{err}"
+        );
+        assert!(err.ends_with("Set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a writable directory"));
+        o.unset_fallbacks.clear();
+        let err = PluginListener::bind(&o).err().unwrap().to_string();
+        assert!(!err.contains("unset"), "{err}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The plugin side: go-plugin's `plugin.Serve` for the net/rpc protocol (PROTOCOL.md §Handshake to
 //! §net/rpc).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ pub struct ServeConfig {
     pub plugins: Vec<(String, Arc<dyn Handler>)>,
     /// Bounds on what the host may send on each stream.
     pub limits: Limits,
+    /// The last place for the socket's private directory, when go-plugin's choice
+    /// (`PLUGIN_UNIX_SOCKET_DIR`, `TMPDIR`, `/tmp`), `XDG_RUNTIME_DIR` and `XDG_CACHE_HOME`
+    /// are all missing or not writable: a directory of the program's own (created 0700).
+    pub socket_fallback_dir: Option<PathBuf>,
 }
 
 /// How one connection ended.
@@ -83,7 +88,9 @@ pub async fn serve(config: ServeConfig) -> i32 {
     }
     process::ignore_sigint();
 
-    let listener = match ListenOptions::from_env().and_then(|o| PluginListener::bind(&o)) {
+    let listener = match ListenOptions::from_env(config.socket_fallback_dir.as_deref())
+        .and_then(|o| PluginListener::bind(&o))
+    {
         Ok(l) => l,
         Err(error) => {
             tracing::error!(%error, "cannot listen for the host");

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,13 +52,16 @@ const PIPELINE: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The demo's directory inside the first writable base directory.
+const DEMO_DIR_NAME: &str = "woodpecker-s3-logs-demo";
+
 /// Lines per LogAppend call, about what an agent sends per second for a chatty step.
 const BATCH: usize = 100;
 
 pub(crate) async fn run() -> Result<(), String> {
-    let demo_dir = std::env::temp_dir().join("woodpecker-s3-logs-demo");
-    let mut overrides: Vec<(String, String)> = Vec::new();
     let env: HashMap<String, String> = std::env::vars().collect();
+    let demo_dir = demo_dir(&env)?;
+    let mut overrides: Vec<(String, String)> = Vec::new();
     if Source::get(&env, SPOOL_DIR.name).is_none() {
         overrides.push((
             SPOOL_DIR.name.into(),
@@ -105,7 +109,7 @@ pub(crate) async fn run() -> Result<(), String> {
             .map_err(|e| format!("dispensing the log plugin: {e}"))?,
     );
 
-    let work = tempdir_for_commands()?;
+    let work = work_dir_for_commands(&demo_dir)?;
     let base_id = unique_base_id();
     let mut steps = Vec::new();
     for (index, (name, commands)) in PIPELINE.iter().enumerate() {
@@ -210,7 +214,7 @@ pub(crate) async fn run() -> Result<(), String> {
 
 /// Runs each command with `sh -c`, turning its output into log entries like an agent does:
 /// stdout lines type 0, stderr lines type 1, and the exit code as a type 2 entry.
-fn run_step(step: &Step, commands: &[&str], work: &std::path::Path) -> Vec<LogEntry> {
+fn run_step(step: &Step, commands: &[&str], work: &Path) -> Vec<LogEntry> {
     let started = Instant::now();
     let mut entries = Vec::new();
     let push = |entries: &mut Vec<LogEntry>, data: Vec<u8>, entry_type| {
@@ -270,11 +274,102 @@ async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, Stri
     }
 }
 
-fn tempdir_for_commands() -> Result<std::path::PathBuf, String> {
-    let dir = std::env::temp_dir().join(format!(
-        "woodpecker-s3-logs-demo-work-{}",
-        std::process::id()
-    ));
+/// The demo's own directory (spool, archive, the commands' working directory):
+/// `woodpecker-s3-logs-demo` in the first writable of the temporary directory (`TMPDIR`, else
+/// `/tmp`), `XDG_CACHE_HOME` and `~/.cache`, so that it also runs where there is no `/tmp`.
+fn demo_dir(env: &HashMap<String, String>) -> Result<PathBuf, String> {
+    let mut tried = Vec::new();
+    for candidate in demo_dir_candidates(env) {
+        let dir = candidate.base.join(DEMO_DIR_NAME);
+        match probe_writable(&candidate) {
+            Ok(()) => {
+                if let Some(first) = tried.first() {
+                    println!(
+                        "({first}; using {} from {})",
+                        dir.display(),
+                        candidate.source
+                    );
+                }
+                return Ok(dir);
+            }
+            Err(e) => tried.push(format!(
+                "{} ({}) is not writable: {e}",
+                dir.display(),
+                candidate.source
+            )),
+        }
+    }
+    Err(format!(
+        "no writable directory for the demo; tried {}. Set TMPDIR to a writable directory",
+        tried.join("; ")
+    ))
+}
+
+/// A base directory the demo may use.
+#[derive(Debug, PartialEq, Eq)]
+struct DemoBase {
+    base: PathBuf,
+    /// The variable it came from.
+    source: &'static str,
+    /// Whether a missing base is created: a cache directory is (XDG base directory spec), a
+    /// temporary directory is not (it belongs to the system).
+    create: bool,
+}
+
+/// What [`demo_dir`] tries, in order.
+fn demo_dir_candidates(env: &HashMap<String, String>) -> Vec<DemoBase> {
+    let absolute = |var: &str| {
+        Source::get(env, var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let mut candidates = vec![match absolute("TMPDIR") {
+        Some(base) => DemoBase {
+            base,
+            source: "TMPDIR",
+            create: false,
+        },
+        None => DemoBase {
+            base: PathBuf::from("/tmp"),
+            source: "the default /tmp",
+            create: false,
+        },
+    }];
+    if let Some(base) = absolute("XDG_CACHE_HOME") {
+        candidates.push(DemoBase {
+            base,
+            source: "XDG_CACHE_HOME",
+            create: true,
+        });
+    }
+    if let Some(home) = absolute("HOME") {
+        candidates.push(DemoBase {
+            base: home.join(".cache"),
+            source: "HOME",
+            create: true,
+        });
+    }
+    candidates
+}
+
+/// Creates the demo directory in `candidate` if needed and checks that a file can be made in
+/// it (an existing directory may still be read-only).
+fn probe_writable(candidate: &DemoBase) -> std::io::Result<()> {
+    if candidate.create {
+        std::fs::create_dir_all(&candidate.base)?;
+    }
+    let dir = candidate.base.join(DEMO_DIR_NAME);
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    std::fs::File::create(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+fn work_dir_for_commands(demo_dir: &Path) -> Result<PathBuf, String> {
+    let dir = demo_dir.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     Ok(dir)
 }
@@ -293,5 +388,75 @@ fn human(bytes: u64) -> String {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn demo_dir_candidates_in_fallback_order() {
+        let bases = |env: &HashMap<String, String>| -> Vec<(PathBuf, &'static str, bool)> {
+            demo_dir_candidates(env)
+                .into_iter()
+                .map(|c| (c.base, c.source, c.create))
+                .collect()
+        };
+        let all = env(&[
+            ("TMPDIR", "/scratch"),
+            ("XDG_CACHE_HOME", "/var/lib/woodpecker"),
+            ("HOME", "/home/ci"),
+        ]);
+        assert_eq!(
+            bases(&all),
+            [
+                (PathBuf::from("/scratch"), "TMPDIR", false),
+                (PathBuf::from("/var/lib/woodpecker"), "XDG_CACHE_HOME", true),
+                (PathBuf::from("/home/ci/.cache"), "HOME", true),
+            ]
+        );
+        // Relative values do not count (XDG base directory spec).
+        let bare = env(&[("TMPDIR", "rel"), ("XDG_CACHE_HOME", "rel")]);
+        assert_eq!(
+            bases(&bare),
+            [(PathBuf::from("/tmp"), "the default /tmp", false)]
+        );
+    }
+
+    #[test]
+    fn demo_dir_skips_what_cannot_be_written() {
+        let base = tempfile::tempdir().unwrap();
+        // A file where the temporary directory should be: unusable even for root.
+        let file = base.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let cache = base.path().join("cache");
+        let chosen = demo_dir(&env(&[
+            ("TMPDIR", file.to_str().unwrap()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(chosen, cache.join(DEMO_DIR_NAME));
+        assert_eq!(std::fs::read_dir(&chosen).unwrap().count(), 0);
+
+        // A missing temporary directory is not created (even by root, who could).
+        let missing = base.path().join("missing-tmp");
+        let chosen = demo_dir(&env(&[
+            ("TMPDIR", missing.to_str().unwrap()),
+            ("HOME", base.path().to_str().unwrap()),
+        ]))
+        .unwrap();
+        assert_eq!(chosen, base.path().join(".cache").join(DEMO_DIR_NAME));
+        assert!(!missing.exists());
+
+        let err = demo_dir(&env(&[("TMPDIR", file.to_str().unwrap())])).unwrap_err();
+        assert!(err.contains("(TMPDIR) is not writable"), "{err}");
     }
 }

@@ -16,6 +16,10 @@ use crate::variables::LOG_LEVEL_VARS;
 /// decoder allocate.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// The spool's subdirectory for the plugin socket when no temporary or XDG directory is
+/// writable, as in Woodpecker's official image (no `/tmp`; only the volume is writable).
+const SOCKET_FALLBACK_SUBDIR: &str = "sockets";
+
 /// Serves Woodpecker until the server goes away; never returns.
 ///
 /// Order matters: the cookie check comes before anything touches the disk or stderr, logging
@@ -55,6 +59,7 @@ pub(crate) fn run() -> ! {
             }
         });
         let engine = Arc::new(engine);
+        let socket_fallback_dir = config.engine.spool_dir.join(SOCKET_FALLBACK_SUBDIR);
         let code = goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
             plugins: vec![(
@@ -65,6 +70,7 @@ pub(crate) fn run() -> ! {
                 max_message_len: MAX_MESSAGE,
                 ..Limits::default()
             },
+            socket_fallback_dir: Some(socket_fallback_dir),
         })
         .await;
         // The spool is already in the OS; make it durable before leaving. Archiving that

@@ -90,6 +90,7 @@ fn main() {
             handshake: HANDSHAKE,
             plugins: vec![("echo".to_string(), Arc::new(Echo) as Arc<dyn Handler>)],
             limits,
+            socket_fallback_dir: None,
         })
         .await
     });
