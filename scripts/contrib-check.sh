@@ -123,9 +123,11 @@ fi
 
 compose=contrib/docker/docker-compose.yml
 if docker compose version >/dev/null 2>&1; then
-    docker compose -f "$compose" config -q && echo "ok   docker compose config"
+    docker compose -f "$compose" config -q || { echo "contrib-check: docker compose config failed"; exit 1; }
+    echo "ok   docker compose config"
 elif command -v docker-compose >/dev/null; then
-    docker-compose -f "$compose" config -q && echo "ok   docker-compose config ($(docker-compose version --short))"
+    docker-compose -f "$compose" config -q || { echo "contrib-check: docker-compose config failed"; exit 1; }
+    echo "ok   docker-compose config ($(docker-compose version --short))"
 else
     echo "skip docker compose not installed (apt-get install docker-compose gives v1, which checks it)"
 fi
@@ -133,7 +135,8 @@ fi
 if command -v helm >/dev/null; then
     helm repo add woodpecker https://woodpecker-ci.org/ >/dev/null
     helm template woodpecker woodpecker/woodpecker -f contrib/helm/values.yaml >/dev/null \
-        && echo "ok   helm template"
+        || { echo "contrib-check: helm template failed"; exit 1; }
+    echo "ok   helm template"
 else
     echo "skip helm not installed (not in Debian's archive); values keys checked by hand"
 fi

@@ -35,5 +35,8 @@ step "Go interop suite (go-plugin v1.8.0 host, Woodpecker's addon client); FIGUR
 step "Woodpecker's built-in stores re-stated (bench/go) and the addon read against its database store"
 (cd bench/go && go vet ./... && go test -count=1 ./...)
 
+step "deployment files in contrib/ (parse, shape, systemd-analyze, docker-compose config when installed)"
+bash scripts/contrib-check.sh
+
 step "demo on the embedded default (local directory)"
 "$WOODPECKER_S3_LOGS_BIN" demo
