@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install --quiet pyyaml \
+    || python3 -m pip install --quiet --break-system-packages pyyaml   # PEP 668 (Debian's python3)
 
 python3 - <<'PY'
 import configparser, json, pathlib, re, sys
