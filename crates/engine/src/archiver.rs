@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use archive::{ObjectInfo, StoreError};
 use logservice::StepId;
@@ -76,12 +76,13 @@ struct Archived {
     size: u64,
 }
 
-/// Runs the scheduler until `stop`: a pass at each of the clock's [`Passes`], then the runs
-/// still going are aborted (their lines stay in the spool).
+/// Runs the scheduler until `stop` holds a grace period: a pass at each of the clock's
+/// [`Passes`]; then no run starts any more, the runs still going get the grace period to
+/// finish, and what remains is aborted (its lines stay in the spool).
 pub(crate) async fn scheduler_loop(
     inner: Arc<Shared>,
     mut passes: Passes,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) {
     let mut jobs = JoinSet::new();
     'passes: loop {
@@ -105,6 +106,22 @@ pub(crate) async fn scheduler_loop(
             inner.schedule(&mut jobs);
         }
         passes.completed(pass);
+    }
+    let grace = stop.borrow().unwrap_or_default();
+    if !jobs.is_empty() && !grace.is_zero() {
+        tracing::info!(
+            runs = jobs.len(),
+            ?grace,
+            "waiting for archive uploads under way"
+        );
+        let finished =
+            tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!(
+                runs = jobs.len(),
+                "archive uploads still under way at the deadline are abandoned; their lines stay in the spool and are archived after the next start"
+            );
+        }
     }
     jobs.shutdown().await;
 }

@@ -32,7 +32,7 @@ use crate::threads::{Background, blocking};
 pub struct Engine {
     inner: Arc<Shared>,
     background: Background,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The spool's lock, released when the engine goes.
     _lock: File,
@@ -143,7 +143,7 @@ impl Engine {
             counters: Counters::default(),
             clock,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(None);
         let background = Background::start().map_err(StartError::Background)?;
         let tasks = vec![
             background
@@ -216,7 +216,18 @@ impl Engine {
     /// Stops archiving (an upload in flight is abandoned; its lines stay in the spool and
     /// are archived after the next start), then flushes the spool.
     pub async fn shutdown(self) -> Result<(), LogError> {
-        let _ = self.stop.send(true);
+        self.shutdown_within(Duration::ZERO).await
+    }
+
+    /// Stops archiving gracefully: no new archive run starts, runs already under way get up
+    /// to `grace` to finish, and what remains is abandoned (its lines stay in the spool and
+    /// are archived after the next start); then flushes the spool. What SIGTERM does. Takes
+    /// `&self` so it works while request handlers still hold the engine; appends after it
+    /// still reach the spool but are not archived until the next start.
+    pub async fn shutdown_within(&self, grace: Duration) -> Result<(), LogError> {
+        let _ = self.stop.send(Some(grace));
+        // Durable first: the wait for uploads below may outlast the caller's patience.
+        self.flush().await?;
         let tasks = std::mem::take(&mut *lock(&self.tasks));
         for task in tasks {
             let _ = task.await;
@@ -227,7 +238,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(Some(Duration::ZERO));
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
@@ -314,7 +325,7 @@ impl Shared {
 }
 
 /// Flushes the spool every `sync_interval` and keeps the file pool filled, until `stop`.
-async fn sync_loop(inner: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn sync_loop(inner: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) {
     let mut tick = tokio::time::interval(inner.settings.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

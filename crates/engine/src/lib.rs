@@ -32,5 +32,5 @@ pub use engine::{Engine, EngineStats, StartError};
 pub use read::read_step_log;
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
-    SPOOL_DIR, SPOOL_SYNC, SyncMode,
+    SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
 };

@@ -35,6 +35,14 @@ pub const FINALIZE_DELAY: Setting<Duration> = Setting {
     parse: parse_duration,
 };
 
+/// How long archive uploads under way may finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Setting<Duration> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_SHUTDOWN_GRACE",
+    default: Literal("10s"),
+    doc: "on SIGTERM, time allowed for archive uploads under way to finish (the rest are archived after the next start)",
+    parse: parse_duration,
+};
+
 /// Silence after which an unfinished step is archived.
 pub const IDLE_TIMEOUT: Setting<Duration> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT",
@@ -92,6 +100,8 @@ pub struct EngineSettings {
     pub compression_level: i32,
     /// Archive uploads in flight at once.
     pub archive_concurrency: usize,
+    /// On SIGTERM, how long archive uploads under way may finish (`SHUTDOWN_GRACE`).
+    pub shutdown_grace: Duration,
 
     // Tuning.
     /// Prefix of every object key inside the store. Empty by default because `S3Store`
@@ -119,6 +129,7 @@ impl EngineSettings {
         IDLE_TIMEOUT.documented(),
         COMPRESSION_LEVEL.documented(),
         ARCHIVE_CONCURRENCY.documented(),
+        SHUTDOWN_GRACE.documented(),
     ];
 
     /// The defaults, with the spool in `spool_dir`.
@@ -130,6 +141,7 @@ impl EngineSettings {
             idle_timeout: IDLE_TIMEOUT.default_value(),
             compression_level: COMPRESSION_LEVEL.default_value(),
             archive_concurrency: ARCHIVE_CONCURRENCY.default_value(),
+            shutdown_grace: SHUTDOWN_GRACE.default_value(),
             key_prefix: String::new(),
             sync_interval: Duration::from_secs(1),
             max_open_files: 256,
@@ -151,6 +163,9 @@ impl EngineSettings {
         }
         if let Some(delay) = FINALIZE_DELAY.read(source)? {
             settings.finalize_delay = delay;
+        }
+        if let Some(grace) = SHUTDOWN_GRACE.read(source)? {
+            settings.shutdown_grace = grace;
         }
         if let Some(timeout) = IDLE_TIMEOUT.read(source)? {
             settings.idle_timeout = timeout;

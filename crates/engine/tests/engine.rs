@@ -558,3 +558,66 @@ async fn oversized_entry_is_refused_the_batch_kept() {
         vec![(0, "a".into()), (2, "c".into())]
     );
 }
+
+/// SIGTERM's shutdown: an upload under way finishes within the grace period, so the step is
+/// archived and its spool emptied before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_an_upload_under_way() {
+    let h = Harness::real_time(|s| s.finalize_delay = Duration::ZERO).await;
+    h.store.hold_puts.store(true, Ordering::SeqCst);
+    h.engine
+        .log_append(&step(8), vec![entry(8, 0, "a"), entry(8, 1, "b")])
+        .await
+        .unwrap();
+    h.engine.step_finished(&step(8)).await;
+    wait_until("upload started", WAIT, async || {
+        h.store.puts_in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let store = h.store.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.hold_puts.store(false, Ordering::SeqCst);
+    });
+    h.engine
+        .shutdown_within(Duration::from_secs(10))
+        .await
+        .unwrap();
+    release.await.unwrap();
+    assert_eq!(h.uploads(), 1);
+    assert_eq!(h.object(8).await.map(|o| o.len()), Some(2));
+    assert!(h.segments(8).is_empty());
+}
+
+/// An upload that outlasts the grace period is abandoned at the deadline; its lines stay in
+/// the spool and the next start archives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_abandons_an_upload_at_the_deadline() {
+    let h = Harness::real_time(|s| s.finalize_delay = Duration::ZERO).await;
+    h.store.hold_puts.store(true, Ordering::SeqCst);
+    h.engine
+        .log_append(&step(9), vec![entry(9, 0, "kept")])
+        .await
+        .unwrap();
+    h.engine.step_finished(&step(9)).await;
+    wait_until("upload started", WAIT, async || {
+        h.store.puts_in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let started = std::time::Instant::now();
+    h.engine
+        .shutdown_within(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(h.uploads(), 0);
+    assert!(!h.segments(9).is_empty());
+    h.store.hold_puts.store(false, Ordering::SeqCst);
+    let h = h.restart(|s| s.finalize_delay = Duration::ZERO).await;
+    wait_until("archived after restart", WAIT, async || {
+        h.object(9).await.is_some_and(|o| o.len() == 1)
+    })
+    .await;
+}

@@ -97,6 +97,9 @@ pub async fn serve(config: ServeConfig) -> i32 {
             return 1;
         }
     };
+    // Before the handshake line: a SIGTERM sent as soon as the plugin is up must be seen.
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let line = handshake::handshake_line(version, listener.addr());
     if let Err(error) = process::announce(&line).and_then(|()| process::seal_stdio()) {
         tracing::error!(%error, "cannot write the handshake to stdout");
@@ -105,8 +108,6 @@ pub async fn serve(config: ServeConfig) -> i32 {
     }
     tracing::debug!(addr = %listener.addr(), "plugin listening");
 
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminated = async {
         match sigterm.as_mut() {
             Some(s) => {

@@ -1,6 +1,7 @@
 //! The addon mode: what runs when the Woodpecker server launches the binary.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::Engine;
 use goplugin::{Handler, Limits, ServeConfig, hclog};
@@ -59,6 +60,9 @@ pub(crate) fn run() -> ! {
             }
         });
         let engine = Arc::new(engine);
+        // goplugin's serve ends on SIGTERM too; this second listener tells us it was that.
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let socket_fallback_dir = config.engine.spool_dir.join(SOCKET_FALLBACK_SUBDIR);
         let code = goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
@@ -73,6 +77,21 @@ pub(crate) fn run() -> ! {
             socket_fallback_dir: Some(socket_fallback_dir),
         })
         .await;
+        if let Some(signal) = sigterm.as_mut()
+            && tokio::time::timeout(Duration::ZERO, signal.recv())
+                .await
+                .is_ok()
+        {
+            // Serving has stopped (the connection is closed, later calls fail). Make the
+            // spool durable, let archive uploads under way finish within the grace period,
+            // abandon the rest (their lines stay in the spool; archived after the next start).
+            let grace = engine.settings().shutdown_grace;
+            if let Err(error) = engine.shutdown_within(grace).await {
+                tracing::error!(%error, "flushing the spool before exit failed");
+            }
+            tracing::info!("stopped after SIGTERM");
+            std::process::exit(0)
+        }
         // The spool is already in the OS; make it durable before leaving. Archiving that
         // was under way resumes at the next start.
         if let Err(error) = engine.flush().await {

@@ -90,3 +90,63 @@ fn get_refuses_invalid_step_ids() {
         );
     }
 }
+
+/// SIGTERM (systemd's `KillMode=control-group`, Kubernetes with a shared process namespace):
+/// the addon stops serving, shuts the engine down gracefully and exits 0 well within the
+/// grace period.
+#[test]
+fn sigterm_shuts_down_gracefully_and_exits_zero() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir.path())
+        .env(
+            "WOODPECKER_LOG_STORE_S3_SPOOL_DIR",
+            dir.path().join("spool"),
+        )
+        .env("WOODPECKER_LOG_STORE_S3_SHUTDOWN_GRACE", "2s")
+        .env(COOKIE.0, COOKIE.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handshake line: the addon is up and serving.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("1|"), "handshake: {line:?}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the addon did not exit within 10 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        stderr.contains("stopped after SIGTERM"),
+        "the graceful shutdown ran: {stderr}"
+    );
+}
