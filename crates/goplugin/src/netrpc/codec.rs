@@ -62,6 +62,10 @@ pub(crate) struct Response {
     pub(crate) body: Value,
 }
 
+/// The most buffer space reserved ahead of the bytes of a message: more than a Woodpecker
+/// batch (1 MiB of lines, about 1.4 MiB as JSON); larger messages grow as they arrive.
+const MAX_UPFRONT_RESERVE: usize = 4 << 20;
+
 /// Gob values from a byte buffer: frames messages, keeps type definitions, yields values.
 struct ValueDecoder {
     gob: gob::Decoder,
@@ -88,6 +92,11 @@ impl ValueDecoder {
                 return Err(gob::Error::EmptyMessage.into());
             }
             if buf.len() < prefix + len {
+                // Room for the whole message now: the reader then fills it in large reads
+                // (FramedRead only guarantees one free byte per read) and the buffer grows
+                // once instead of doubling through a 1 MiB batch. Capped, so that a length
+                // prefix alone cannot make a stream allocate up to the message limit.
+                buf.reserve((prefix + len - buf.len()).min(MAX_UPFRONT_RESERVE));
                 return Ok(None);
             }
             let decoded = self.gob.decode_message(&buf[prefix..prefix + len]);
