@@ -90,16 +90,13 @@ async fn check_all(report: &mut Report, env: &HashMap<String, String>) -> String
                 }
             };
             report.pass(CheckId::Settings, described);
-            s3::check(report, &store).await;
+            let usable = s3::check(report, &store).await;
             report.skip(CheckId::ArchiveDir, "archives go to the bucket");
             local_checks(report, &config).await;
             let archive_works = report.status(CheckId::ObjectPut) == Some(Status::Pass);
-            if report.status(CheckId::Bucket) == Some(Status::Fail)
-                && !report.has(CheckId::ObjectPut)
-            {
-                report.skip(CheckId::RoundTrip, "the bucket cannot be used");
-            } else {
-                round_trip_if_spool(report, &config, &store, archive_works).await;
+            match usable {
+                Ok(()) => round_trip_if_spool(report, &config, &store, archive_works).await,
+                Err(reason) => report.skip(CheckId::RoundTrip, reason),
             }
             heading
         }

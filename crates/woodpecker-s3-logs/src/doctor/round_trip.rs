@@ -94,19 +94,17 @@ async fn drive(
 ) -> Result<String, String> {
     let addon = launch(overrides, true).await?;
     let outcome = exercise(&addon, config, store, archive_works).await;
-    let errors: Vec<String> = addon
+    let complaints: Vec<String> = addon
         .stderr_lines()
-        .into_iter()
-        .filter(|line| {
-            line.contains("\"@level\":\"error\"") || line.contains("\"@level\":\"warn\"")
-        })
+        .iter()
+        .filter_map(|line| complaint(line))
         .collect();
     addon.stop().await;
     outcome.map_err(|e| {
-        if errors.is_empty() {
+        if complaints.is_empty() {
             e
         } else {
-            format!("{e}\nthe addon logged:\n{}", errors.join("\n"))
+            format!("{e}\nthe addon logged:\n{}", complaints.join("\n"))
         }
     })
 }
@@ -196,6 +194,20 @@ async fn exercise(
     Ok(done.join("\n"))
 }
 
+/// A warning or error line of the addon's hclog JSON as `warn: message: error`.
+fn complaint(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let level = value["@level"].as_str()?;
+    if level != "warn" && level != "error" {
+        return None;
+    }
+    let message = value["@message"].as_str().unwrap_or_default();
+    Some(match value["error"].as_str() {
+        Some(error) => format!("{level}: {message}: {error}"),
+        None => format!("{level}: {message}"),
+    })
+}
+
 fn same(
     sent: &[LogEntry],
     read: Result<Vec<LogEntry>, logservice::LogError>,
@@ -218,5 +230,32 @@ fn location(config: &Config, key: &str) -> String {
     match &config.backend {
         Backend::S3(s3) => format!("s3://{}/{}{key}", s3.bucket, s3.folder),
         Backend::LocalDir(dir) => dir.join(key).display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_addons_complaints_read_as_one_line_each() {
+        let warn = r#"{"@level":"warn","@message":"archive backend not usable yet","@timestamp":"t","error":"s3://b/: ListObjectsV2: AccessDenied"}"#;
+        assert_eq!(
+            complaint(warn).as_deref(),
+            Some("warn: archive backend not usable yet: s3://b/: ListObjectsV2: AccessDenied")
+        );
+        assert_eq!(
+            complaint(r#"{"@level":"error","@message":"boom"}"#).as_deref(),
+            Some("error: boom")
+        );
+        assert_eq!(complaint(r#"{"@level":"info","@message":"started"}"#), None);
+        assert_eq!(complaint("not json"), None);
+    }
+
+    #[test]
+    fn the_probe_step_is_far_above_any_real_step_and_valid() {
+        let id = probe_step_id();
+        assert!(id > i64::MAX - (1 << 22));
+        assert!(StepId::new(id).is_ok());
     }
 }

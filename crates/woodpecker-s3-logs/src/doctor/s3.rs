@@ -39,8 +39,8 @@ const BUCKET_CHECKS: [CheckId; 10] = [
 ];
 
 /// Runs every S3 check; the later ones are skipped, with the reason, when an earlier one
-/// makes them meaningless.
-pub(super) async fn check(report: &mut Report, store: &S3Store) {
+/// makes them meaningless. `Err` says why the bucket cannot be used at all.
+pub(super) async fn check(report: &mut Report, store: &S3Store) -> Result<(), String> {
     let settings = store.settings();
     match store.probe_credentials().await {
         Ok(source) => {
@@ -80,8 +80,7 @@ pub(super) async fn check(report: &mut Report, store: &S3Store) {
                     ENDPOINT.name, REGION.name, PATH_STYLE.name
                 ),
             );
-            report.skip_rest(&BUCKET_CHECKS, "no endpoint to send requests to");
-            return;
+            return Err(skip_all(report, "no endpoint to send requests to"));
         }
     };
     let lookup = tokio::time::timeout(
@@ -109,8 +108,7 @@ pub(super) async fn check(report: &mut Report, store: &S3Store) {
                 format!("{}: {e} ({})", endpoint.host, endpoint.url),
                 dns_fix(settings.endpoint.is_some(), settings.path_style),
             );
-            report.skip_rest(&BUCKET_CHECKS, "the endpoint's name does not resolve");
-            return;
+            return Err(skip_all(report, "the endpoint's name does not resolve"));
         }
         Err(_) => {
             report.fail(
@@ -121,28 +119,31 @@ pub(super) async fn check(report: &mut Report, store: &S3Store) {
                 ),
                 "check the container's DNS (/etc/resolv.conf) or use an address in the endpoint",
             );
-            report.skip_rest(&BUCKET_CHECKS, "the endpoint's name does not resolve");
-            return;
+            return Err(skip_all(report, "the endpoint's name does not resolve"));
         }
     }
 
     if report.status(CheckId::Credentials) == Some(Status::Fail) {
-        report.skip_rest(
-            &BUCKET_CHECKS,
+        return Err(skip_all(
+            report,
             "no credentials to sign requests with (see AWS credentials)",
-        );
-        return;
+        ));
     }
 
     let bucket = store.probe_bucket().await;
     tls(report, &endpoint.host, endpoint.https, &bucket.result);
     clock(report, &bucket);
-    let usable = bucket_checks(report, store, &bucket).await;
-    if let Err(reason) = usable {
-        report.skip_rest(&BUCKET_CHECKS, &reason);
-        return;
+    if let Err(reason) = bucket_checks(report, store, &bucket).await {
+        return Err(skip_all(report, &reason));
     }
     objects(report, store).await;
+    Ok(())
+}
+
+/// Skips the checks that need the bucket, and returns the reason.
+fn skip_all(report: &mut Report, reason: &str) -> String {
+    report.skip_rest(&BUCKET_CHECKS, reason);
+    reason.to_owned()
 }
 
 fn dns_fix(custom: bool, path_style: bool) -> String {
