@@ -2,6 +2,7 @@
 
 mod error;
 mod probe;
+mod probe_error;
 mod settings;
 mod store;
 mod variables;

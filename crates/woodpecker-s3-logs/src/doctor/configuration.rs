@@ -1,8 +1,10 @@
 //! The settings check: every variable that is set, as the addon reads it, secrets masked.
 
+use std::collections::HashMap;
+
 use archive::S3Settings;
 use engine::EngineSettings;
-use settings::{SettingDoc, Source};
+use settings::SettingDoc;
 
 use crate::config::{Backend, Config};
 use crate::variables::{ARCHIVE_DIR, LOG_LEVEL};
@@ -23,15 +25,20 @@ fn declared() -> Vec<SettingDoc> {
 
 /// `NAME=value` for each variable of ours that is set, then each `AWS_*` variable, then what
 /// the addon makes of them.
-pub(super) fn describe(env: &impl EnvList, config: &Config) -> String {
+pub(super) fn describe(env: &HashMap<String, String>, config: &Config) -> String {
     let mut lines = Vec::new();
     for doc in declared() {
         if let Some(value) = env.get(doc.name) {
-            lines.push(format!("{}={}", doc.name, masked(doc.name, &value)));
+            lines.push(format!("{}={}", doc.name, masked(doc.name, value)));
         }
     }
-    for (name, value) in env.aws_vars() {
-        lines.push(format!("{name}={}", masked(&name, &value)));
+    let mut aws: Vec<(&String, &String)> = env
+        .iter()
+        .filter(|(name, _)| name.starts_with("AWS_"))
+        .collect();
+    aws.sort();
+    for (name, value) in aws {
+        lines.push(format!("{name}={}", masked(name, value)));
     }
     if lines.is_empty() {
         lines.push("no WOODPECKER_LOG_STORE_S3_* or AWS_* variable set: all defaults".into());
@@ -56,24 +63,6 @@ pub(super) fn describe(env: &impl EnvList, config: &Config) -> String {
     lines.join("\n")
 }
 
-/// What the settings check reads: single variables, and the `AWS_*` ones as a list.
-pub(super) trait EnvList: Source {
-    /// Every set `AWS_*` variable, sorted by name.
-    fn aws_vars(&self) -> Vec<(String, String)>;
-}
-
-impl EnvList for std::collections::HashMap<String, String> {
-    fn aws_vars(&self) -> Vec<(String, String)> {
-        let mut vars: Vec<(String, String)> = self
-            .iter()
-            .filter(|(name, _)| name.starts_with("AWS_"))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        vars.sort();
-        vars
-    }
-}
-
 /// A value as it may be printed: secrets (keys, tokens, passwords) are replaced, an access
 /// key id keeps its first and last four characters.
 fn masked(name: &str, value: &str) -> String {
@@ -94,8 +83,6 @@ fn masked(name: &str, value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     #[test]

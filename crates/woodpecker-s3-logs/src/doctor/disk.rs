@@ -1,6 +1,7 @@
 //! The local directories: spool, plugin socket, and the archive directory of the embedded
 //! default. Each must take a new file; free space is shown.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use engine::SPOOL_DIR;
@@ -109,8 +110,6 @@ fn writable(dir: &Path, create: bool) -> Result<u64, String> {
     std::fs::remove_file(&probe).map_err(|e| format!("cannot remove {}: {e}", probe.display()))?;
     free_space(dir).map_err(|e| format!("cannot read free space: {e}"))
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Bytes available to this user on the file system holding `dir`.
 fn free_space(dir: &Path) -> std::io::Result<u64> {
