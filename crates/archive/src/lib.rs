@@ -20,8 +20,8 @@ pub use s3::{
 /// The S3 backend's variables that tools name in their advice (e.g. `doctor`'s fixes).
 pub mod variables {
     pub use crate::s3::{
-        BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, OPERATION_TIMEOUT, PATH_STYLE,
-        REGION, SSE, SSE_KMS_KEY_ID,
+        BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, OPERATION_TIMEOUT, PART_SIZE,
+        PATH_STYLE, REGION, SSE, SSE_KMS_KEY_ID, STORAGE_CLASS,
     };
 }
 pub use store::{ObjectInfo, ObjectMeta, ObjectStore};

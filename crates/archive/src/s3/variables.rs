@@ -86,7 +86,8 @@ pub const SSE_KMS_KEY_ID: Setting<String> = Setting {
     parse: |_, value| Ok(value.to_owned()),
 };
 
-pub(crate) const STORAGE_CLASS: Setting<String> = Setting {
+/// The storage class of uploads.
+pub const STORAGE_CLASS: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_STORAGE_CLASS",
     default: Described("bucket default"),
     doc: "e.g. `STANDARD_IA`",
@@ -108,7 +109,8 @@ pub(crate) const UPLOAD_CONCURRENCY: Setting<usize> = Setting {
     parse: |variable, value| parse_number(variable, value, 1..=MAX_CONCURRENCY),
 };
 
-pub(crate) const PART_SIZE: Setting<u64> = Setting {
+/// Size from which logs go up in parts.
+pub const PART_SIZE: Setting<u64> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_PART_SIZE",
     default: Literal("8MiB"),
     doc: "logs at least this big upload in parts of this size (≥ 5 MiB)",

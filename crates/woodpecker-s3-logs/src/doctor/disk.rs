@@ -71,9 +71,10 @@ pub(super) fn archive_dir(report: &mut Report, dir: &Path) {
             CheckId::ArchiveDir,
             format!("{}: {e}", dir.display()),
             format!(
-                "make {} writable, or set {} (or a bucket with WOODPECKER_LOG_STORE_S3_BUCKET)",
+                "make {} writable, or set {} (or a bucket with {})",
                 dir.display(),
-                ARCHIVE_DIR.name
+                ARCHIVE_DIR.name,
+                archive::variables::BUCKET.name
             ),
         ),
     }

@@ -81,7 +81,10 @@ pub(super) async fn check(
         Err(detail) => report.fail(
             CheckId::RoundTrip,
             detail,
-            "fix the failures above first; if everything else passes, run the addon with WOODPECKER_LOG_STORE_S3_LOG_LEVEL=debug and read the Woodpecker server's log",
+            format!(
+                "fix the failures above first; if everything else passes, run the addon with {}=debug and read the Woodpecker server's log",
+                LOG_LEVEL_VARS[0]
+            ),
         ),
     }
 }

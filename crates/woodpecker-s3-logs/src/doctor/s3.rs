@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use archive::variables::{
-    BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, PATH_STYLE, REGION, SSE_KMS_KEY_ID,
+    BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, PART_SIZE, PATH_STYLE, REGION,
+    SSE_KMS_KEY_ID, STORAGE_CLASS,
 };
 use archive::{BucketProbe, ConditionalWrites, ProbeError, S3Store};
 
@@ -449,7 +450,10 @@ async fn objects(report: &mut Report, store: &S3Store) {
     match store.probe_multipart(&multipart_key).await {
         Ok(()) => report.pass(
             CheckId::Multipart,
-            "CreateMultipartUpload + AbortMultipartUpload (logs of PART_SIZE and more go up in parts)",
+            format!(
+                "CreateMultipartUpload + AbortMultipartUpload (logs of {} and more go up in parts)",
+                PART_SIZE.name
+            ),
         ),
         Err(e) => report.fail(
             CheckId::Multipart,
@@ -462,14 +466,17 @@ async fn objects(report: &mut Report, store: &S3Store) {
 /// What to change when a write is refused.
 fn write_fix(error: &ProbeError, actions: &str, settings: &archive::S3Settings) -> String {
     let code = error.code().unwrap_or_default();
-    if code.starts_with("KMS") || code.contains("KMS") {
+    if code.contains("KMS") {
         return format!(
             "the KMS key is not usable by these credentials: grant kms:GenerateDataKey and kms:Decrypt, or check {}",
             SSE_KMS_KEY_ID.name
         );
     }
     if code == "InvalidStorageClass" {
-        return "the server does not know the storage class: change WOODPECKER_LOG_STORE_S3_STORAGE_CLASS".into();
+        return format!(
+            "the server does not know the storage class: change {}",
+            STORAGE_CLASS.name
+        );
     }
     match error.status() {
         Some(403) => format!(
