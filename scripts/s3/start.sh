@@ -16,6 +16,11 @@ python="${PYTHON:-python3}"
 bucket="${S3_TEST_BUCKET:-ci-logs}"
 seaweed_key="seaweed-test-key"
 seaweed_secret="seaweed-test-secret"
+# Two more SeaweedFS identities with partial rights, for `doctor`'s permission checks.
+seaweed_ro_key="seaweed-readonly-key"
+seaweed_ro_secret="seaweed-readonly-secret"
+seaweed_wo_key="seaweed-writeonly-key"
+seaweed_wo_secret="seaweed-writeonly-secret"
 moto_key="moto-test-key"
 moto_secret="moto-test-secret"
 
@@ -56,11 +61,33 @@ PY
 )
 
 # --- SeaweedFS ---------------------------------------------------------------------------
-# `weed mini` runs master, volume, filer and S3 in one process; the S3 admin identity comes
-# from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. Telemetry is off (no traffic leaves the
+# `weed mini` runs master, volume, filer and S3 in one process. Its S3 identities come from
+# the `-s3.config` file: the admin (every right), a read-only one (Read, List) and a
+# write-only one (Write: PUT, DELETE, multipart). Telemetry is off (no traffic leaves the
 # machine), auto-created buckets are off (tests check the NoSuchBucket error), and every
 # port is chosen here so parallel runs and other services do not collide.
 mkdir -p "$state/seaweedfs"
+cat >"$state/seaweedfs-identities.json" <<EOF_IDENTITIES
+{
+  "identities": [
+    {
+      "name": "admin",
+      "credentials": [{"accessKey": "$seaweed_key", "secretKey": "$seaweed_secret"}],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    },
+    {
+      "name": "readonly",
+      "credentials": [{"accessKey": "$seaweed_ro_key", "secretKey": "$seaweed_ro_secret"}],
+      "actions": ["Read", "List"]
+    },
+    {
+      "name": "writeonly",
+      "credentials": [{"accessKey": "$seaweed_wo_key", "secretKey": "$seaweed_wo_secret"}],
+      "actions": ["Write"]
+    }
+  ]
+}
+EOF_IDENTITIES
 (
     cd "$state"
     AWS_ACCESS_KEY_ID="$seaweed_key" AWS_SECRET_ACCESS_KEY="$seaweed_secret" \
@@ -73,6 +100,7 @@ mkdir -p "$state/seaweedfs"
         -admin.port="$ap" -admin.port.grpc="$agp" -admin.ui=false \
         -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
         -s3.autoCreateBucket=false -master.volumeSizeLimitMB=64 \
+        -s3.config="$state/seaweedfs-identities.json" \
         </dev/null >"$state/seaweedfs.log" 2>&1 &
     echo $! >"$state/seaweedfs.pid"
 )
@@ -143,6 +171,10 @@ export ARCHIVE_TEST_SEAWEEDFS_ENDPOINT='$seaweed_url'
 export ARCHIVE_TEST_SEAWEEDFS_ACCESS_KEY='$seaweed_key'
 export ARCHIVE_TEST_SEAWEEDFS_SECRET_KEY='$seaweed_secret'
 export ARCHIVE_TEST_SEAWEEDFS_BUCKET='$bucket'
+export SEAWEEDFS_READONLY_ACCESS_KEY_ID='$seaweed_ro_key'
+export SEAWEEDFS_READONLY_SECRET_ACCESS_KEY='$seaweed_ro_secret'
+export SEAWEEDFS_WRITEONLY_ACCESS_KEY_ID='$seaweed_wo_key'
+export SEAWEEDFS_WRITEONLY_SECRET_ACCESS_KEY='$seaweed_wo_secret'
 export ARCHIVE_TEST_MOTO_ENDPOINT='$moto_url'
 export ARCHIVE_TEST_MOTO_ACCESS_KEY='$moto_key'
 export ARCHIVE_TEST_MOTO_SECRET_KEY='$moto_secret'

@@ -13,5 +13,15 @@ mod store;
 
 pub use error::{BoxError, ErrorKind, StoreError};
 pub use local::LocalDirStore;
-pub use s3::{CaBundle, ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Settings, S3Store, Sse};
+pub use s3::{
+    BucketProbe, CaBundle, ChecksumMode, ConditionalWrites, CredentialSource, MAX_PART_SIZE,
+    MIN_PART_SIZE, ProbeError, ResolvedEndpoint, S3Settings, S3Store, Sse, access_key_hint,
+};
+/// The S3 backend's variables that tools name in their advice (e.g. `doctor`'s fixes).
+pub mod variables {
+    pub use crate::s3::{
+        BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, OPERATION_TIMEOUT, PART_SIZE,
+        PATH_STYLE, REGION, SSE, SSE_KMS_KEY_ID, STORAGE_CLASS,
+    };
+}
 pub use store::{ObjectInfo, ObjectMeta, ObjectStore};

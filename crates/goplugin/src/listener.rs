@@ -287,10 +287,45 @@ impl PluginListener {
     }
 }
 
+/// Where [`PluginListener::bind`] would put the socket's private directory now, found the same
+/// way (a private directory is created there and removed again), with the candidates skipped
+/// before it and why. For diagnostics such as a `doctor` command.
+pub fn probe_socket_dir(opts: &ListenOptions) -> Result<SocketDirProbe, ListenError> {
+    let created = create_private_dir(opts)?;
+    let _ = std::fs::remove_dir(&created.dir);
+    Ok(created.probe)
+}
+
+/// The outcome of [`probe_socket_dir`].
+#[derive(Debug)]
+pub struct SocketDirProbe {
+    /// The candidate the private directory goes in.
+    pub chosen: SocketDir,
+    /// Candidates tried before it, in order, with what the OS said.
+    pub skipped: Vec<(SocketDir, io::Error)>,
+}
+
+/// A private directory just created, and where.
+struct CreatedDir {
+    dir: PathBuf,
+    probe: SocketDirProbe,
+}
+
 /// Creates a fresh 0700 `plugin<random>` directory in the first candidate of
 /// [`ListenOptions::socket_dirs`] that allows it (one that is missing or not writable is
 /// skipped) and says once when it is not the first.
 fn private_socket_dir(opts: &ListenOptions) -> Result<PathBuf, ListenError> {
+    let created = create_private_dir(opts)?;
+    if let Some((first, error)) = created.probe.skipped.first() {
+        tracing::info!(
+            "plugin socket directory {first} is not usable ({error}); using {}",
+            created.probe.chosen
+        );
+    }
+    Ok(created.dir)
+}
+
+fn create_private_dir(opts: &ListenOptions) -> Result<CreatedDir, ListenError> {
     let mut tried: Vec<(SocketDir, io::Error)> = Vec::new();
     for candidate in &opts.socket_dirs {
         let created = if candidate.source == PRIVATE_DIR_SOURCE {
@@ -309,12 +344,13 @@ fn private_socket_dir(opts: &ListenOptions) -> Result<PathBuf, ListenError> {
         });
         match created {
             Ok(dir) => {
-                if let Some((first, error)) = tried.first() {
-                    tracing::info!(
-                        "plugin socket directory {first} is not usable ({error}); using {candidate}"
-                    );
-                }
-                return Ok(dir.keep());
+                return Ok(CreatedDir {
+                    dir: dir.keep(),
+                    probe: SocketDirProbe {
+                        chosen: candidate.clone(),
+                        skipped: tried,
+                    },
+                });
             }
             Err(error) => {
                 tracing::debug!(%error, "plugin socket directory {candidate} is not usable");
@@ -465,6 +501,12 @@ mod tests {
             candidate(&cache, "XDG_CACHE_HOME"),
             candidate(&private, PRIVATE_DIR_SOURCE),
         ]);
+        // The probe names the same candidate, the skipped ones in order, and leaves nothing.
+        let probe = probe_socket_dir(&o).unwrap();
+        assert_eq!(probe.chosen, candidate(&cache, "XDG_CACHE_HOME"));
+        let skipped: Vec<&str> = probe.skipped.iter().map(|(c, _)| c.source).collect();
+        assert_eq!(skipped, ["PLUGIN_UNIX_SOCKET_DIR", "XDG_RUNTIME_DIR"]);
+        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
         let l = PluginListener::bind(&o).unwrap();
         let PluginAddr::Unix(path) = l.addr().clone() else {
             panic!("expected a unix socket, got {}", l.addr())

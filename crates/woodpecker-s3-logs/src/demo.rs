@@ -2,19 +2,16 @@
 //! it, finishes the steps, reads them back and shows where the logs went.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use archive::ObjectStore;
 use engine::{FINALIZE_DELAY, SPOOL_DIR, format::object_key};
-use goplugin::{ClientConfig, PluginClient};
-use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
 use logservice::{LogEntry, LogService, Step, StepId};
 use settings::Source;
 
 use crate::config::{Backend, Config};
+use crate::launch::{launch, wait_for_object};
 use crate::variables::{ARCHIVE_DIR, LOG_LEVEL_VARS};
 
 /// The pipeline: each step runs real commands on this machine, so the log is real tool
@@ -55,6 +52,9 @@ const PIPELINE: &[(&str, &[&str])] = &[
 /// The demo's directory inside the first writable base directory.
 const DEMO_DIR_NAME: &str = "woodpecker-s3-logs-demo";
 
+/// How long each step may take to be archived after its grace period.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
+
 /// Lines per LogAppend call, about what an agent sends per second for a chatty step.
 const BATCH: usize = 100;
 
@@ -89,25 +89,14 @@ pub(crate) async fn run() -> Result<(), String> {
     let config = Config::from_source(&effective).map_err(|e| e.to_string())?;
     let store = config.open_store().await?.object_store();
 
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
     println!(
         "launching {} as Woodpecker does (go-plugin net/rpc)…",
-        exe.display()
+        std::env::current_exe()
+            .map(|exe| exe.display().to_string())
+            .unwrap_or_else(|_| "this binary".into())
     );
-    let mut client_config = ClientConfig::new(&exe, HANDSHAKE);
-    client_config.env = overrides
-        .iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-        .collect();
-    let plugin = PluginClient::start(client_config)
-        .await
-        .map_err(|e| format!("the addon did not start: {e}"))?;
-    let log = LogClient::new(
-        plugin
-            .dispense(PLUGIN_NAME)
-            .await
-            .map_err(|e| format!("dispensing the log plugin: {e}"))?,
-    );
+    let addon = launch(&overrides, false).await?;
+    let log = addon.log.clone();
 
     let work = work_dir_for_commands(&demo_dir)?;
     let base_id = unique_base_id();
@@ -164,7 +153,7 @@ pub(crate) async fn run() -> Result<(), String> {
     for (step, sent) in &steps {
         let id = StepId::of(step).map_err(|e| e.to_string())?;
         let key = object_key(&config.engine.key_prefix, id);
-        let size = wait_for_object(&*store, &key).await?;
+        let size = wait_for_object(&*store, &key, ARCHIVE_WAIT).await?;
         let read = log.log_find(step).await.map_err(|e| e.to_string())?;
         let exact = read == *sent;
         all_ok &= exact;
@@ -200,9 +189,9 @@ pub(crate) async fn run() -> Result<(), String> {
     };
     println!(
         "read one back: {settings}{} get {base_id}{s3_note}",
-        exe.display()
+        addon.exe.display()
     );
-    let _ = plugin.kill().await;
+    addon.stop().await;
     let _ = std::fs::remove_dir_all(&work);
     if all_ok {
         println!("every step read back exactly as sent (ordered, deduplicated).");
@@ -258,20 +247,6 @@ fn run_step(step: &Step, commands: &[&str], work: &Path) -> Vec<LogEntry> {
     }
     push(&mut entries, code.to_string().into_bytes(), 2);
     entries
-}
-
-async fn wait_for_object(store: &dyn ObjectStore, key: &str) -> Result<u64, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match store.head(key).await {
-            Ok(Some(info)) => return Ok(info.size),
-            Ok(None) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Ok(None) => return Err(format!("{key} was not archived within 60 s")),
-            Err(e) => return Err(format!("checking {key}: {e}")),
-        }
-    }
 }
 
 /// The demo's own directory (spool, archive, the commands' working directory):

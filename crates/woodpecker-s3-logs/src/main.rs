@@ -3,7 +3,9 @@
 
 mod config;
 mod demo;
+mod doctor;
 mod get;
+mod launch;
 mod serve;
 mod variables;
 
@@ -29,6 +31,14 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything the addon needs with the addon's settings (bucket, permissions,
+    /// clock, directories, a round trip through the addon) and say how to fix what fails.
+    /// Exit code 0 when nothing failed.
+    Doctor {
+        /// Print the report as one JSON document instead of the checklist.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -40,6 +50,8 @@ fn main() {
     let level = match command {
         Cmd::Get { .. } => tracing::Level::WARN,
         Cmd::Demo => tracing::Level::INFO,
+        // The report says it all; the launched addon's warnings are in its round-trip line.
+        Cmd::Doctor { .. } => tracing::Level::ERROR,
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
@@ -52,6 +64,7 @@ fn main() {
         match command {
             Cmd::Demo => demo::run().await,
             Cmd::Get { step_id, json } => get::run(step_id, json).await,
+            Cmd::Doctor { json } => std::process::exit(doctor::run(json).await),
         }
     });
     if let Err(message) = result {

@@ -19,7 +19,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// The spool's subdirectory for the plugin socket when no temporary or XDG directory is
 /// writable, as in Woodpecker's official image (no `/tmp`; only the volume is writable).
-const SOCKET_FALLBACK_SUBDIR: &str = "sockets";
+pub(crate) const SOCKET_FALLBACK_SUBDIR: &str = "sockets";
 
 /// Serves Woodpecker until the server goes away; never returns.
 ///

@@ -1,11 +1,19 @@
 //! The S3 backend, its settings and the variables they are read from.
 
 mod error;
+mod probe;
+mod probe_error;
 mod settings;
 mod store;
 mod variables;
 
+pub use probe::{
+    BucketProbe, ConditionalWrites, CredentialSource, ProbeError, ResolvedEndpoint, access_key_hint,
+};
 pub use settings::{CaBundle, ChecksumMode, S3Settings, Sse};
 pub use store::S3Store;
-pub(crate) use variables::{CA_BUNDLE, REGION};
+pub use variables::{
+    BUCKET, BUCKET_FOLDER, CA_BUNDLE, CONNECT_TIMEOUT, ENDPOINT, OPERATION_TIMEOUT, PART_SIZE,
+    PATH_STYLE, REGION, SSE, SSE_KMS_KEY_ID, STORAGE_CLASS,
+};
 pub use variables::{MAX_PART_SIZE, MIN_PART_SIZE};

@@ -7,7 +7,9 @@ use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{RequestChecksumCalculation, StalledStreamProtectionConfig};
+use aws_sdk_s3::config::{
+    RequestChecksumCalculation, SharedCredentialsProvider, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{
@@ -28,8 +30,10 @@ const MAX_PARTS: u64 = 10_000;
 /// An [`ObjectStore`] on an S3 bucket, keys under the configured folder.
 #[derive(Clone, Debug)]
 pub struct S3Store {
-    client: Client,
-    settings: S3Settings,
+    pub(super) client: Client,
+    pub(super) settings: S3Settings,
+    /// The AWS chain as loaded; the client keeps it only inside its identity resolver.
+    pub(super) credentials: Option<SharedCredentialsProvider>,
 }
 
 impl S3Store {
@@ -92,6 +96,7 @@ impl S3Store {
         Ok(Self {
             client: Client::from_conf(config.build()),
             settings,
+            credentials: sdk.credentials_provider(),
         })
     }
 
@@ -114,13 +119,13 @@ impl S3Store {
         &self.settings
     }
 
-    fn full_key(&self, key: &str) -> Result<String, StoreError> {
+    pub(super) fn full_key(&self, key: &str) -> Result<String, StoreError> {
         validate_key(key)?;
         Ok(format!("{}{key}", self.settings.folder))
     }
 
     /// `s3://bucket/key`: how errors name an object.
-    fn target(&self, full_key: &str) -> String {
+    pub(super) fn target(&self, full_key: &str) -> String {
         format!("s3://{}/{full_key}", self.settings.bucket)
     }
 
@@ -277,7 +282,7 @@ impl S3Store {
             .await
     }
 
-    fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+    pub(super) fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
         match &self.settings.sse {
             None => (None, None),
             Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
@@ -285,7 +290,7 @@ impl S3Store {
         }
     }
 
-    fn storage_class(&self) -> Option<StorageClass> {
+    pub(super) fn storage_class(&self) -> Option<StorageClass> {
         self.settings
             .storage_class
             .as_deref()

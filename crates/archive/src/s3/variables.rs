@@ -22,35 +22,40 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * MIB;
 const MAX_CONCURRENCY: usize = 64;
 
-pub(crate) const BUCKET: Setting<String> = Setting {
+/// The bucket; unset means the local directory.
+pub const BUCKET: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_BUCKET",
     default: Described("unset"),
     doc: "bucket; unset = archive to a local directory",
     parse: parse_bucket,
 };
 
-pub(crate) const BUCKET_FOLDER: Setting<String> = Setting {
+/// Key prefix inside the bucket.
+pub const BUCKET_FOLDER: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_BUCKET_FOLDER",
     default: Described("empty"),
     doc: "key prefix inside the bucket",
     parse: normalize_folder,
 };
 
-pub(crate) const ENDPOINT: Setting<String> = Setting {
+/// A custom endpoint.
+pub const ENDPOINT: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_ENDPOINT",
     default: Described("AWS"),
     doc: "custom endpoint (`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` work too)",
     parse: parse_endpoint,
 };
 
-pub(crate) const PATH_STYLE: Setting<bool> = Setting {
+/// Path-style addressing.
+pub const PATH_STYLE: Setting<bool> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_PATH_STYLE",
     default: Literal("false"),
     doc: "path-style addressing (MinIO, SeaweedFS, Ceph, Garage; needed for an IP-address endpoint)",
     parse: parse_bool,
 };
 
-pub(crate) const REGION: Setting<String> = Setting {
+/// The region.
+pub const REGION: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_REGION",
     default: Described("AWS chain"),
     doc: "region; `us-east-1` when none is found and a custom endpoint is set",
@@ -65,14 +70,15 @@ pub(crate) const CHECKSUM: Setting<ChecksumMode> = Setting {
 };
 
 /// Parsed alone it gives `Kms { key_id: None }`; `from_source` adds `SSE_KMS_KEY_ID`.
-pub(crate) const SSE: Setting<Sse> = Setting {
+pub const SSE: Setting<Sse> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_SSE",
     default: Described("none"),
     doc: "server-side encryption: `AES256` or `aws:kms`",
     parse: parse_sse,
 };
 
-pub(crate) const SSE_KMS_KEY_ID: Setting<String> = Setting {
+/// The KMS key for `aws:kms`.
+pub const SSE_KMS_KEY_ID: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_SSE_KMS_KEY_ID",
     default: Described("bucket default"),
     doc: "KMS key for `aws:kms`",
@@ -80,14 +86,16 @@ pub(crate) const SSE_KMS_KEY_ID: Setting<String> = Setting {
     parse: |_, value| Ok(value.to_owned()),
 };
 
-pub(crate) const STORAGE_CLASS: Setting<String> = Setting {
+/// The storage class of uploads.
+pub const STORAGE_CLASS: Setting<String> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_STORAGE_CLASS",
     default: Described("bucket default"),
     doc: "e.g. `STANDARD_IA`",
     parse: parse_storage_class,
 };
 
-pub(crate) const CA_BUNDLE: Setting<CaBundle> = Setting {
+/// Extra trusted CAs for the endpoint.
+pub const CA_BUNDLE: Setting<CaBundle> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_CA_BUNDLE",
     default: Described("system roots"),
     doc: "PEM file of extra trusted CAs for the endpoint",
@@ -101,21 +109,24 @@ pub(crate) const UPLOAD_CONCURRENCY: Setting<usize> = Setting {
     parse: |variable, value| parse_number(variable, value, 1..=MAX_CONCURRENCY),
 };
 
-pub(crate) const PART_SIZE: Setting<u64> = Setting {
+/// Size from which logs go up in parts.
+pub const PART_SIZE: Setting<u64> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_PART_SIZE",
     default: Literal("8MiB"),
     doc: "logs at least this big upload in parts of this size (≥ 5 MiB)",
     parse: parse_part_size,
 };
 
-pub(crate) const CONNECT_TIMEOUT: Setting<Duration> = Setting {
+/// Time allowed to connect.
+pub const CONNECT_TIMEOUT: Setting<Duration> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_CONNECT_TIMEOUT",
     default: Literal("5s"),
     doc: "time allowed to open a connection to the endpoint",
     parse: positive_duration,
 };
 
-pub(crate) const OPERATION_TIMEOUT: Setting<Duration> = Setting {
+/// Time allowed for one request attempt.
+pub const OPERATION_TIMEOUT: Setting<Duration> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_OPERATION_TIMEOUT",
     default: Literal("2m"),
     doc: "time allowed for one request attempt (one upload part, one GET)",
