@@ -92,7 +92,10 @@ pub(crate) async fn retry_in_background(db: Database, store: Arc<dyn ObjectStore
                 tracing::info!(database = %db.describe(), "Woodpecker's database is reachable: read-through of logs from before the switch works");
                 return;
             }
-            Err(e @ MarkerError::OtherInstance { .. }) => tracing::error!(error = %e),
+            Err(e @ MarkerError::OtherInstance { .. }) => tracing::error!(
+                error = %e,
+                "the archive prefix belongs to another Woodpecker instance; logs of both may mix"
+            ),
             Err(e) => tracing::debug!(error = %e, "Woodpecker's database still unavailable"),
         }
         wait = (wait * 2).min(RETRY_MAX);
