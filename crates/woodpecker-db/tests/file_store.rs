@@ -174,3 +174,30 @@ async fn the_engine_reads_and_deletes_both_sources() {
     engine.log_delete(&step(2)).await.unwrap();
     assert!(!files.path().join("2.json").exists());
 }
+
+/// An unreachable database does not hide the file store's copy; a step neither has is an
+/// error then (the database might hold it), not an empty log.
+#[tokio::test]
+async fn a_failing_source_does_not_hide_another() {
+    use woodpecker_db::{DataSource, Database, Driver};
+    let files = tempfile::tempdir().unwrap();
+    append(files.path(), 3, &[entry(3, 0, Some(b"kept in a file"))]);
+    let down = Database::connect_lazy(
+        DataSource::parse(
+            Driver::MySql,
+            "WOODPECKER_DATABASE_DATASOURCE",
+            "wp:pw@tcp(127.0.0.1:1)/wp?timeout=1s",
+        )
+        .unwrap(),
+    );
+    let sources = LegacySources::new(vec![
+        Arc::new(down),
+        Arc::new(FileStoreLogs::new(files.path())),
+    ]);
+    let found = sources.find(id(3)).await.unwrap();
+    assert_eq!(found[0].data.as_deref(), Some(&b"kept in a file"[..]));
+    assert!(matches!(
+        sources.find(id(4)).await,
+        Err(LegacyError::Unavailable { .. })
+    ));
+}

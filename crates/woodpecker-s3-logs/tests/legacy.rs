@@ -85,6 +85,18 @@ async fn logs_from_before_the_switch_read_through_byte_for_byte() {
             "{:?}",
             db.driver
         );
+        // `get` reads them too, beside the running addon.
+        let got = Command::new(BIN)
+            .args(["get", "--json", "42"])
+            .envs(env(dir.path(), &db_env(&db)))
+            .output()
+            .unwrap();
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert_eq!(got.stdout, [reply.clone(), b"\n".to_vec()].concat());
         // LogDelete (Woodpecker's log purge) removes the rows too.
         log.log_delete(&step(42)).await.unwrap();
         assert_eq!(db.count_log_rows(42).await, 0);
