@@ -27,8 +27,12 @@ use std::sync::{Arc, Mutex};
 use logservice::StepId;
 use lru::LruCache;
 
-use crate::format::{RawRecord, Record, RecordError, RecordReader};
+use crate::format::{Record, RecordError, RecordReader};
 use crate::pool::{self, FilePool};
+
+mod reading;
+
+pub(crate) use reading::{ReadOutcome, read_segment_file, read_segment_raw};
 
 pub(crate) struct Spool {
     root: PathBuf,
@@ -37,6 +41,8 @@ pub(crate) struct Spool {
     handles: Mutex<LruCache<(StepId, u32), Arc<File>>>,
     dirty: Mutex<Dirty>,
     pool: Arc<FilePool>,
+    /// Segments the engine's readers hold open (see `reading.rs`).
+    readers: reading::Readers,
     finished_path: PathBuf,
     /// The `finished` journal, open for appending. A journal rather than a marker file per
     /// step, so StepFinished never creates or deletes a file.
@@ -124,6 +130,7 @@ impl Spool {
             handles: Mutex::new(LruCache::new(capacity)),
             dirty: Mutex::default(),
             pool,
+            readers: reading::Readers::default(),
             finished_path,
             finished: Mutex::new(finished),
         };
@@ -261,23 +268,6 @@ impl Spool {
         (&*file)
             .write_all(line.as_bytes())
             .map_err(context("cannot write", &self.finished_path))
-    }
-
-    /// Removes the given segments (their files go back to the pool, emptied). Missing files
-    /// are fine.
-    pub(crate) fn remove(
-        &self,
-        id: StepId,
-        segments: impl IntoIterator<Item = u32>,
-    ) -> io::Result<()> {
-        for segment in segments {
-            self.forget_handle(id, segment);
-            let path = self.segment_path(id, segment);
-            self.pool
-                .give_back(&path)
-                .map_err(context("cannot remove", &path))?;
-        }
-        Ok(())
     }
 
     /// Scans the spool after a start: every step with segments, and whether it finished;
@@ -440,40 +430,6 @@ fn repair_segment(path: &Path) -> io::Result<bool> {
         }
     }
     Ok(records > 0)
-}
-
-/// Calls `visit` with the line, bytes (newline included) and canonical form (see
-/// [`RawRecord`]) of every complete record of a segment, in file order, without decoding `data`, up to `limit` bytes (the acknowledged
-/// length of a segment still being appended to). A missing segment (already archived and
-/// removed) has no records; records that are not valid JSON are skipped with a warning.
-pub(crate) fn read_segment_raw(
-    path: &Path,
-    limit: Option<u64>,
-    mut visit: impl FnMut(i64, &[u8], bool),
-) -> io::Result<()> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(context("cannot read spool file", path)(e)),
-    };
-    let reader = BufReader::new(io::Read::take(file, limit.unwrap_or(u64::MAX)));
-    let mut reader = RecordReader::unsorted(reader);
-    loop {
-        match reader.next_raw() {
-            Ok(RawRecord::Line {
-                line,
-                bytes,
-                canonical,
-            }) => visit(line, bytes, canonical),
-            // Only a write still in flight past `limit`; recovery repaired real tears.
-            Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
-            Err(RecordError::Json { offset, source }) => {
-                tracing::warn!(file = %path.display(), offset, error = %source,
-                    "skipping an unreadable record in the spool");
-            }
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
-    }
 }
 
 fn open_journal(path: &Path) -> io::Result<File> {

@@ -16,8 +16,8 @@
 //! awaits the archive lock while holding either. Appends write the spool while holding the
 //! state, and LogDelete removes the step's files while holding the map (so no append can
 //! restart the step in a file being removed). The spool's own mutexes (open handles, the
-//! dirty set, the finished journal, the file pool) and the backoff's random source are
-//! leaves: taken last, nothing is taken while holding them.
+//! dirty set, the finished journal, the file pool, the readers' registry) and the backoff's
+//! random source are leaves: taken last, nothing is taken while holding them.
 //!
 //! # Phases
 //!
