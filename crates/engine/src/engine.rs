@@ -23,7 +23,7 @@ use crate::clock::Clock;
 use crate::format;
 use crate::settings::{EngineSettings, SyncMode};
 use crate::shared::{Counters, Shared, storage};
-use crate::spool::Spool;
+use crate::spool::{OpenError, Spool, SpoolDirError};
 use crate::step::{StepState, Steps, lock};
 use crate::threads::{Background, blocking};
 
@@ -69,6 +69,9 @@ pub enum StartError {
     /// The spool could not be opened or recovered (or another process uses it).
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    /// The configured spool directory is not one the spool may use.
+    #[error(transparent)]
+    SpoolDir(#[from] SpoolDirError),
     /// The thread that runs archiving could not be started.
     #[error("cannot start the archive thread: {0}")]
     Background(std::io::Error),
@@ -99,9 +102,12 @@ impl Engine {
         let root = settings.spool_dir.clone();
         let max_open = settings.max_open_files;
         let (spool, lock, recovered) = blocking(move || {
-            let (spool, lock) = Spool::open(&root, max_open)?;
+            let (spool, lock) = Spool::open(&root, max_open).map_err(|e| match e {
+                OpenError::Dir(e) => StartError::SpoolDir(e),
+                OpenError::Io(e) => StartError::Spool(e),
+            })?;
             let recovered = spool.recover()?;
-            Ok::<_, std::io::Error>((spool, lock, recovered))
+            Ok::<_, StartError>((spool, lock, recovered))
         })
         .await?;
 

@@ -36,3 +36,4 @@ pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
 };
+pub use spool::SpoolDirError;

@@ -14,7 +14,7 @@ pub const SPOOL_DIR: Setting<PathBuf> = Setting {
     default: Described(
         "`/var/lib/woodpecker/s3-logs-spool` if writable, else a per-user state dir (with a warning)",
     ),
-    doc: "staging for running steps",
+    doc: "staging for running steps; a directory that is not the spool's own (such as `/tmp`) gets a private subdirectory `woodpecker-s3-logs-spool`; symbolic links and other users' directories are refused",
     // Trimmed first, so an error quotes the path as it would have been used.
     parse: |variable, value| parse_absolute_path(variable, value.trim()),
 };

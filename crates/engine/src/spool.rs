@@ -1,6 +1,7 @@
 //! The staging spool: one append-only NDJSON file per step and segment.
 //!
-//! Layout under the spool directory (all directories 0700, files 0600):
+//! Layout under the spool directory (all directories 0700, files 0600); which directory that
+//! is, and what the spool checks before using it, is in `spool/dir.rs`:
 //!
 //! ```text
 //! lock                      held (flock) while an engine uses the spool
@@ -17,10 +18,10 @@
 //! ones. No line content is kept in memory; only open file handles, bounded by an LRU.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Write};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -30,8 +31,10 @@ use lru::LruCache;
 use crate::format::{Record, RecordError, RecordReader};
 use crate::pool::{self, FilePool};
 
+mod dir;
 mod reading;
 
+pub use dir::SpoolDirError;
 pub(crate) use reading::{ReadOutcome, read_segment_file, read_segment_raw};
 
 pub(crate) struct Spool {
@@ -65,14 +68,20 @@ pub(crate) struct Recovered {
     pub(crate) finished: bool,
 }
 
-fn private_dir(path: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-}
-
 fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     let text = format!("{what} {}", path.display());
     move |e| io::Error::new(e.kind(), format!("{text}: {e}"))
+}
+
+/// Why [`Spool::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The directory is not one the spool may use.
+    #[error(transparent)]
+    Dir(#[from] SpoolDirError),
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// How long [`Spool::open`] waits for another process to release the spool.
@@ -81,9 +90,12 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Spool {
     /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
     /// The lock is held as long as the returned file is open.
-    pub(crate) fn open(root: &Path, max_open_files: usize) -> io::Result<(Self, File)> {
-        private_dir(root).map_err(context("cannot create spool directory", root))?;
-        let lock_path = root.join("lock");
+    pub(crate) fn open(
+        configured: &Path,
+        max_open_files: usize,
+    ) -> Result<(Self, File), OpenError> {
+        let root = &dir::prepare(configured)?;
+        let lock_path = root.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -111,14 +123,12 @@ impl Spool {
                 ),
             )
         })?;
-        let steps = root.join(STEPS);
-        let tmp = root.join("tmp");
-        private_dir(&steps).map_err(context("cannot create spool directory", &steps))?;
-        // Leftovers of an interrupted archive build: never referenced again.
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
-        }
-        private_dir(&tmp).map_err(context("cannot create spool directory", &tmp))?;
+        let steps = dir::own_subdir(configured, root, STEPS)?;
+        // Leftovers of an interrupted archive build: never referenced again. Checked first to
+        // be our own directory, so nothing else is ever cleared.
+        let tmp = dir::own_subdir(configured, root, TMP)?;
+        fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
+        let tmp = dir::own_subdir(configured, root, TMP)?;
         let finished_path = root.join("finished");
         let finished = open_journal(&finished_path)?;
         let pool = Arc::new(FilePool::new(&tmp));
@@ -321,8 +331,12 @@ impl Spool {
     }
 }
 
+/// The lock file, under the spool's root.
+const LOCK: &str = "lock";
 /// The directory of the step files, under the spool's root.
 const STEPS: &str = "steps";
+/// The directory of build files and pooled empty files, under the spool's root.
+const TMP: &str = "tmp";
 
 /// What a file in `steps/` is, by its name. The one place that names and parses them.
 #[derive(Debug, PartialEq, Eq)]
@@ -363,12 +377,12 @@ fn step_files(
     }))
 }
 
-/// The segment files of step `id` in the spool at `root`, in segment order; none when there
-/// is no spool. It only lists the directory, so it works beside a running engine: reads
+/// The segment files of step `id` in the spool configured at `root`, in segment order; none
+/// when there is no spool. It only lists the directory, so it works beside a running engine: reads
 /// without an engine find a step's staged lines with it, as recovery does with
 /// [`Spool::recover`].
 pub(crate) fn list_segments(root: &Path, id: StepId) -> io::Result<Vec<PathBuf>> {
-    let files = match step_files(&root.join(STEPS)) {
+    let files = match step_files(&dir::locate(root).join(STEPS)) {
         Ok(files) => files,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),

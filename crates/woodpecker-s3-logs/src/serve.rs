@@ -63,7 +63,7 @@ pub(crate) fn run() -> ! {
         // goplugin's serve ends on SIGTERM too; this second listener tells us it was that.
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let socket_fallback_dir = config.engine.spool_dir.join(SOCKET_FALLBACK_SUBDIR);
+        let socket_fallback_dir = engine.spool_dir().join(SOCKET_FALLBACK_SUBDIR);
         let code = goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
             plugins: vec![(

@@ -66,6 +66,35 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
     }
 }
 
+/// Issue 12, finding 6: a symbolic link as the spool directory stops the start with one
+/// line naming the variable, and its target is left as it was.
+#[test]
+fn a_symlinked_spool_dir_stops_the_start_naming_the_variable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("tmp")).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = addon(&[("WOODPECKER_LOG_STORE_S3_SPOOL_DIR", link.to_str().unwrap())]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no handshake may be printed");
+    let errors: Vec<_> = hclog_lines(&output)
+        .into_iter()
+        .filter(|line| line["@level"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["@message"].as_str().unwrap();
+    assert!(
+        message.contains("WOODPECKER_LOG_STORE_S3_SPOOL_DIR") && message.contains("symbolic link"),
+        "{message}"
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    assert!(target.join("tmp").exists());
+}
+
 #[test]
 fn without_the_cookie_it_refuses_like_go_plugin() {
     let output = Command::new(BIN)
