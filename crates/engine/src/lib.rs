@@ -7,6 +7,7 @@
 //! object again; reads merge object and spool, ordered by line, first write winning.
 //!
 //! Where things are: `engine.rs` (the [`Engine`] handle, start and stop, the write side),
+//! `open.rs` (opening and recovering the spool in the background),
 //! `shared.rs` (what the calls and the background loops share),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
@@ -21,6 +22,7 @@ mod engine;
 pub mod format;
 #[cfg(test)]
 mod interleavings;
+mod open;
 mod pool;
 pub mod read;
 mod settings;

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::io::{self, Write};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex};
 use logservice::StepId;
 use lru::LruCache;
 
-use crate::format::{Record, RecordError, RecordReader};
 use crate::pool::{self, FilePool};
 
 mod dir;
@@ -88,13 +87,25 @@ pub(crate) enum OpenError {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Spool {
-    /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
-    /// The lock is held as long as the returned file is open.
+    /// Chooses and checks the spool's directory for the `configured` one, and the
+    /// directories it keeps there (creating what is missing): fast, so a start can refuse a
+    /// bad directory before anything else.
+    pub(crate) fn prepare(configured: &Path) -> Result<PathBuf, SpoolDirError> {
+        let root = dir::prepare(configured)?;
+        for subdir in [STEPS, TMP] {
+            dir::own_subdir(configured, &root, subdir)?;
+        }
+        Ok(root)
+    }
+
+    /// Opens the spool in `root` (from [`Spool::prepare`] for `configured`) and takes its
+    /// lock, refusing a spool another engine uses. The lock is held as long as the returned
+    /// file is open.
     pub(crate) fn open(
         configured: &Path,
+        root: &Path,
         max_open_files: usize,
     ) -> Result<(Self, File), OpenError> {
-        let root = &dir::prepare(configured)?;
         let lock_path = root.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)
@@ -280,10 +291,11 @@ impl Spool {
             .map_err(context("cannot write", &self.finished_path))
     }
 
-    /// Scans the spool after a start: every step with segments, and whether it finished;
-    /// torn tails cut off (a crash in the middle of a write leaves a partial last record that
-    /// was never acknowledged), empty segments removed. The `finished` journal is rewritten
-    /// with the steps still in the spool, so it only grows between two starts.
+    /// Lists the spool after a start: every step with segments, and whether it finished.
+    /// Only the directory is read, never a segment, so it takes no longer for a large spool
+    /// than for a small one; torn tails are cut later by [`Spool::repair_tails`]. The
+    /// `finished` journal is rewritten with the steps still in the spool, so it only grows
+    /// between two starts.
     pub(crate) fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
         let journal = &self.finished_path;
         let text = fs::read(journal).map_err(context("cannot read", journal))?;
@@ -297,11 +309,7 @@ impl Spool {
             let (path, kind) = item?;
             match kind {
                 Some(StepFile::Segment(id, segment)) => {
-                    if repair_segment(&path)? {
-                        found.entry(id).or_default().segments.insert(segment);
-                    } else {
-                        remove_if_exists(&path)?;
-                    }
+                    found.entry(id).or_default().segments.insert(segment);
                 }
                 Some(StepFile::FinishedMarker(id)) => {
                     // A marker file of an earlier version: now a journal line.
@@ -328,6 +336,20 @@ impl Spool {
             .map_err(context("cannot rewrite", journal))?;
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = open_journal(journal)?;
         Ok(found)
+    }
+}
+
+impl Spool {
+    /// Cuts the torn tails off the given segments of a step found at start (a crash in the
+    /// middle of a write leaves a partial last record that was never acknowledged). The
+    /// caller holds the step's archive lock, so no archive run or LogDelete removes (and
+    /// recycles) a file while it is cut. Returns how many segments had a torn tail.
+    pub(crate) fn repair_tails(&self, id: StepId, segments: &BTreeSet<u32>) -> io::Result<usize> {
+        let mut repaired = 0;
+        for segment in segments {
+            repaired += usize::from(repair_tail(&self.segment_path(id, *segment))?);
+        }
+        Ok(repaired)
     }
 }
 
@@ -399,51 +421,53 @@ pub(crate) fn list_segments(root: &Path, id: StepId) -> io::Result<Vec<PathBuf>>
     Ok(segments.into_iter().map(|(_, path)| path).collect())
 }
 
-/// Cuts a torn last record off a segment. Returns whether any record is left.
-fn repair_segment(path: &Path) -> io::Result<bool> {
-    let file = File::open(path).map_err(context("cannot read spool file", path))?;
-    let mut reader = RecordReader::unsorted(BufReader::new(file));
-    let mut records = 0u64;
-    loop {
-        match reader.next_record() {
-            Ok(Record::Entry(..)) => records += 1,
-            Ok(Record::End) => break,
-            Ok(Record::Torn { offset, len }) => {
-                tracing::warn!(
-                    file = %path.display(),
-                    offset,
-                    bytes = len,
-                    "spool file ends in a partial record (the addon stopped mid-write); \
-                     dropping the partial record, which was never acknowledged"
-                );
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| {
-                        f.set_len(offset)?;
-                        f.sync_all()
-                    })
-                    .map_err(context("cannot truncate spool file", path))?;
-                break;
-            }
-            Err(RecordError::Json { offset, source }) => {
-                tracing::warn!(file = %path.display(), offset, error = %source,
-                    "skipping an unreadable record in the spool");
-            }
-            Err(RecordError::TooLong { offset }) => {
-                tracing::warn!(file = %path.display(), offset,
-                    "spool file holds an oversized record; keeping only what precedes it");
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_len(offset))
-                    .map_err(context("cannot truncate spool file", path))?;
-                break;
-            }
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
+/// Cuts a torn last record off a segment, looking only at its end: complete records end
+/// in a newline (JSON text never holds a raw one), so whatever follows the last newline is
+/// a partial record. Returns whether there was one. A missing segment has none.
+fn repair_tail(path: &Path) -> io::Result<bool> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(context("cannot read spool file", path)(e)),
+    };
+    let len = file
+        .metadata()
+        .map_err(context("cannot read spool file", path))?
+        .len();
+    let complete = complete_len(&file, len).map_err(context("cannot read spool file", path))?;
+    if complete == len {
+        return Ok(false);
     }
-    Ok(records > 0)
+    tracing::warn!(
+        file = %path.display(),
+        offset = complete,
+        bytes = len - complete,
+        "spool file ends in a partial record (the addon stopped mid-write); \
+         dropping the partial record, which was never acknowledged"
+    );
+    file.set_len(complete)
+        .and_then(|()| file.sync_all())
+        .map_err(context("cannot truncate spool file", path))?;
+    Ok(true)
+}
+
+/// The length of the file's complete records: up to and including its last newline, read
+/// backwards from `len` in blocks.
+fn complete_len(file: &File, len: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 64 << 10;
+    let mut buf = vec![0; BLOCK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.read_exact_at(block, start)?;
+        if let Some(newline) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + newline as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 fn open_journal(path: &Path) -> io::Result<File> {
@@ -496,7 +520,7 @@ mod tests {
     fn segments_are_listed_in_order_without_a_spool_too() {
         let dir = tempfile::tempdir().unwrap();
         assert!(list_segments(dir.path(), id(5)).unwrap().is_empty());
-        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
         for segment in [10, 2, 1] {
             spool
                 .append(id(5), segment, 0, b"{\"line\":0}\n", false)
@@ -517,7 +541,7 @@ mod tests {
     fn finished_journal_is_recovered_converted_and_compacted() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+            let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
             spool.recover().unwrap();
             for n in [1, 2, 3] {
                 spool.append(id(n), 0, 0, b"{\"line\":0}\n", false).unwrap();
@@ -528,7 +552,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("steps/2.finished"), b"").unwrap();
 
-        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
         let found = spool.recover().unwrap();
         let finished: Vec<(i64, bool)> =
             found.iter().map(|(id, s)| (id.get(), s.finished)).collect();

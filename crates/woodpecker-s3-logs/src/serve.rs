@@ -60,6 +60,19 @@ pub(crate) fn run() -> ! {
             }
         });
         let engine = Arc::new(engine);
+        // The spool opens in the background, after the handshake, however large it is (go-plugin
+        // kills a plugin that has not handshaken within a minute); a spool that cannot be
+        // opened (another addon holds it) ends the addon as a bad setting does.
+        tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                match engine.ready().await {
+                    Ok(()) => {}
+                    Err(e) if matches!(*e, engine::StartError::Stopped) => {}
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+        });
         // goplugin's serve ends on SIGTERM too; this second listener tells us it was that.
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

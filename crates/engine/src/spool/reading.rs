@@ -188,7 +188,7 @@ fn visit_records(
     mut visit: impl FnMut(i64, &[u8], bool),
 ) -> io::Result<()> {
     #[cfg(test)]
-    crate::interleavings::segment_opened(path);
+    crate::interleavings::reached(&format!("opened {}", path.display()));
     let reader = BufReader::new(io::Read::take(file, limit.unwrap_or(u64::MAX)));
     let mut reader = RecordReader::unsorted(reader);
     loop {
