@@ -39,6 +39,15 @@ pub(crate) fn run() -> ! {
         fail(&e.to_string());
     }
     let config = Config::from_source(&ProcessEnv).unwrap_or_else(|e| fail(&e.to_string()));
+    match crate::limits::raise_open_files() {
+        Ok(Some(before)) => {
+            tracing::debug!(soft = ?before.current, hard = ?before.maximum,
+                "raised the soft limit of open files to the hard limit");
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error,
+            "cannot raise the soft limit of open files; a busy server may run out of them"),
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -179,3 +179,45 @@ fn sigterm_shuts_down_gracefully_and_exits_zero() {
         "the graceful shutdown ran: {stderr}"
     );
 }
+
+/// Issue 12, finding 5: started under a low soft limit of open files (`ulimit -Sn 256`, the
+/// shell default in many containers), the addon raises it to the hard limit, so large
+/// archive builds and many open spool files do not run out of descriptors.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\"", BIN])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir.path())
+        .env(
+            "WOODPECKER_LOG_STORE_S3_SPOOL_DIR",
+            dir.path().join("spool"),
+        )
+        .env(COOKIE.0, COOKIE.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("1|"), "handshake: {line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line")
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (open_files[3], open_files[4]);
+    assert_ne!(soft, "256", "{limits}");
+    assert_eq!(soft, hard, "{limits}");
+}
