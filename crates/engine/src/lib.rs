@@ -11,8 +11,9 @@
 //! `shared.rs` (what the calls and the background loops share),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
-//! `spool.rs`, `spool/reading.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs`
-//! and `threads.rs` (time, retries and where work runs); `interleavings.rs` holds tests.
+//! `spool.rs`, `spool/dir.rs`, `spool/reading.rs` and `pool.rs` (files on disk), `clock.rs`,
+//! `backoff.rs` and `threads.rs` (time, retries and where work runs); `interleavings.rs`
+//! holds tests.
 
 mod archiver;
 mod backoff;
