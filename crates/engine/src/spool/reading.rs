@@ -198,7 +198,8 @@ fn visit_records(
                 bytes,
                 canonical,
             }) => visit(line, bytes, canonical),
-            // Only a write still in flight past `limit`; recovery repaired real tears.
+            // A write still in flight past `limit`, or a crash's torn tail that recovery
+            // has not cut yet: never an acknowledged record.
             Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
             Err(RecordError::Json { offset, source }) => {
                 tracing::warn!(file = %path.display(), offset, error = %source,
