@@ -39,8 +39,9 @@ pub struct Engine {
     background: Background,
     stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// The spool's lock once the opening task took it; released when the engine goes.
-    _lock: Arc<Mutex<Option<File>>>,
+    /// The spool's lock once the opening task took it; released when the engine goes (the
+    /// opening task, which shares it, may end a little later).
+    spool_lock: Arc<Mutex<Option<File>>>,
 }
 
 /// Counters for operators and the benchmark.
@@ -140,7 +141,7 @@ impl Engine {
             background,
             stop,
             tasks: Mutex::new(tasks),
-            _lock: spool_lock,
+            spool_lock,
         })
     }
 
@@ -277,6 +278,7 @@ impl Drop for Engine {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
+        drop(lock(&self.spool_lock).take());
     }
 }
 

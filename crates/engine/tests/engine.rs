@@ -491,6 +491,19 @@ async fn a_spool_in_use_is_refused() {
     assert!(err.contains("in use"), "{err}");
 }
 
+/// Dropping an engine releases the spool at once, though its spool opened in the
+/// background: the next addon does not wait for it.
+#[tokio::test]
+async fn dropping_the_engine_releases_the_spool_at_once() {
+    let h = Harness::new(|_| {}).await;
+    let lock = std::fs::File::open(h.spool_dir().join("lock")).unwrap();
+    assert!(lock.try_lock().is_err(), "held by the engine");
+    let Harness { engine, dir, .. } = h;
+    drop(engine);
+    assert!(lock.try_lock().is_ok(), "released");
+    drop(dir);
+}
+
 /// `read_step_log` (for `get`) reads beside a running engine: same answer as LogFind, no
 /// lock taken, a record still being written skipped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
