@@ -7,15 +7,19 @@
 //! fit beside the others goes to a temporary file, and all runs are merged with a heap. The
 //! spool of a running step is nearly sorted already, but agents resend and reorder batches, so
 //! no order is assumed. Memory: one run buffer plus one record per run.
+//!
+//! Spilled runs are kept as paths, not open files, and at most [`MERGE_WIDTH`] of them are
+//! open at once: more are first merged in passes of that many consecutive runs (which keeps
+//! the oldest write first), so a step of any size builds under a low `ulimit -n`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 use crate::pool::{FilePool, Scratch};
 
@@ -35,11 +39,14 @@ struct Item {
     record: Vec<u8>,
 }
 
+/// The most spilled runs a merge reads at once (one open file each).
+const MERGE_WIDTH: usize = 64;
+
 /// A sorted source of records.
 enum Run<'a> {
     Memory(std::vec::IntoIter<Item>),
     /// A run spilled to a temporary file (removed when the run is dropped).
-    Spilled(RecordReader<BufReader<File>>, NamedTempFile),
+    Spilled(RecordReader<BufReader<File>>, TempPath),
     /// The previous object, every record checked, so a damaged one is caught, not copied.
     Object(RecordReader<Box<dyn io::BufRead + 'a>>),
 }
@@ -60,9 +67,9 @@ impl Run<'_> {
                 Ok(RawRecord::End) => Ok(None),
                 Ok(RawRecord::Torn { offset, .. }) => Err(invalid(format!(
                     "sort run {} ends inside a record at byte {offset}",
-                    file.path().display()
+                    file.display()
                 ))),
-                Err(e) => Err(invalid(format!("sort run {}: {e}", file.path().display()))),
+                Err(e) => Err(invalid(format!("sort run {}: {e}", file.display()))),
             },
             Run::Object(reader) => {
                 let offset = reader.offset();
@@ -112,7 +119,8 @@ fn sort_run(mut items: Vec<Item>) -> Vec<Item> {
     items
 }
 
-fn spill(items: Vec<Item>, tmp: &Path) -> io::Result<Run<'static>> {
+/// Writes a sorted run to a temporary file in `tmp`, closed: only its path is kept.
+fn spill(items: Vec<Item>, tmp: &Path) -> io::Result<TempPath> {
     let mut file = NamedTempFile::with_prefix_in("run-", tmp)?;
     let mut out = BufWriter::new(file.as_file_mut());
     for item in sort_run(items) {
@@ -120,12 +128,84 @@ fn spill(items: Vec<Item>, tmp: &Path) -> io::Result<Run<'static>> {
     }
     out.flush()?;
     drop(out);
-    let mut reader = file.reopen()?;
-    reader.rewind()?;
+    Ok(file.into_temp_path())
+}
+
+/// Opens a spilled run for the merge.
+fn open_run(path: TempPath) -> io::Result<Run<'static>> {
+    let file = File::open(&path)?;
     Ok(Run::Spilled(
-        RecordReader::sorted(BufReader::new(reader)),
-        file,
+        RecordReader::sorted(BufReader::new(file)),
+        path,
     ))
+}
+
+/// Merges consecutive groups of spilled runs until at most [`MERGE_WIDTH`] are left.
+fn narrow(mut spilled: Vec<TempPath>, tmp: &Path) -> io::Result<Vec<TempPath>> {
+    while spilled.len() > MERGE_WIDTH {
+        let mut merged = Vec::with_capacity(spilled.len().div_ceil(MERGE_WIDTH));
+        let mut left = spilled.into_iter();
+        loop {
+            let group: Vec<TempPath> = left.by_ref().take(MERGE_WIDTH).collect();
+            if group.is_empty() {
+                break;
+            }
+            let runs = group.into_iter().map(open_run).collect::<io::Result<_>>()?;
+            let mut file = NamedTempFile::with_prefix_in("run-", tmp)?;
+            let mut out = BufWriter::new(file.as_file_mut());
+            Merge::new(runs)?.each(|_, record| out.write_all(record))?;
+            out.flush()?;
+            drop(out);
+            merged.push(file.into_temp_path());
+        }
+        spilled = merged;
+    }
+    Ok(spilled)
+}
+
+/// A k-way merge of sorted runs by line, one record per line: of equal lines, the one of the
+/// earliest run (the oldest write) wins.
+struct Merge<'a> {
+    runs: Vec<Run<'a>>,
+    heads: Vec<Option<Item>>,
+    /// (line, run index): equal lines pop in run order.
+    heap: BinaryHeap<Reverse<(i64, usize)>>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(mut runs: Vec<Run<'a>>) -> io::Result<Self> {
+        let mut heads = Vec::with_capacity(runs.len());
+        let mut heap = BinaryHeap::new();
+        for (index, run) in runs.iter_mut().enumerate() {
+            let head = run.next()?;
+            if let Some(item) = &head {
+                heap.push(Reverse((item.line, index)));
+            }
+            heads.push(head);
+        }
+        Ok(Self { runs, heads, heap })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Passes each line's winning record to `emit`, in line order.
+    fn each(mut self, mut emit: impl FnMut(i64, &[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut last = None;
+        while let Some(Reverse((line, index))) = self.heap.pop() {
+            let item = self.heads[index].take().expect("a queued run has a head");
+            if last != Some(line) {
+                emit(line, &item.record)?;
+                last = Some(line);
+            }
+            if let Some(next) = self.runs[index].next()? {
+                self.heap.push(Reverse((next.line, index)));
+                self.heads[index] = Some(next);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Merges `previous` (an object's compressed bytes) and `segments` into a new object in a
@@ -140,6 +220,7 @@ pub(crate) fn build(
     pool: &Arc<FilePool>,
 ) -> io::Result<Option<Built>> {
     let mut runs: Vec<Run> = Vec::new();
+    let mut spilled = Vec::new();
     if let Some(bytes) = previous {
         let decoder = zstd::Decoder::new(bytes)?;
         runs.push(Run::Object(RecordReader::sorted(Box::new(BufReader::new(
@@ -163,7 +244,7 @@ pub(crate) fn build(
             if chunk_bytes >= sort_budget {
                 chunk_bytes = 0;
                 match spill(std::mem::take(&mut chunk), tmp) {
-                    Ok(run) => runs.push(run),
+                    Ok(run) => spilled.push(run),
                     Err(e) => spill_error = Some(e),
                 }
             }
@@ -172,38 +253,20 @@ pub(crate) fn build(
             return Err(e);
         }
     }
+    for path in narrow(spilled, tmp)? {
+        runs.push(open_run(path)?);
+    }
     if !chunk.is_empty() {
         runs.push(Run::Memory(sort_run(chunk).into_iter()));
     }
 
-    // Heap of (line, run index): equal lines pop in run order, i.e. oldest write first.
-    let mut heads: Vec<Option<Item>> = Vec::with_capacity(runs.len());
-    let mut heap = BinaryHeap::new();
-    for (index, run) in runs.iter_mut().enumerate() {
-        let head = run.next()?;
-        if let Some(item) = &head {
-            heap.push(Reverse((item.line, index)));
-        }
-        heads.push(head);
-    }
-    if heap.is_empty() {
+    let merge = Merge::new(runs)?;
+    if merge.is_empty() {
         return Ok(None);
     }
-
     let mut file = pool.scratch()?;
     let mut writer = ObjectWriter::new(BufWriter::new(&mut file.file), level)?;
-    let mut last = None;
-    while let Some(Reverse((line, index))) = heap.pop() {
-        let item = heads[index].take().expect("a queued run has a head");
-        if last != Some(line) {
-            writer.push_raw(line, &item.record)?;
-            last = Some(line);
-        }
-        if let Some(next) = runs[index].next()? {
-            heap.push(Reverse((next.line, index)));
-            heads[index] = Some(next);
-        }
-    }
+    merge.each(|line, record| writer.push_raw(line, record))?;
     let (out, summary) = writer.finish()?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let size = file.file.metadata()?.len();
@@ -304,6 +367,66 @@ mod tests {
             .filter(|name| !name.starts_with("free-"))
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
+    }
+
+    const LOW_LIMIT_CHILD: &str = "ENGINE_TEST_BUILD_UNDER_LOW_FD_LIMIT";
+    /// The soft limit of open files the child runs under (`ulimit -n`).
+    const LOW_LIMIT: u64 = 256;
+
+    /// Not a test by itself: the child of `a_build_of_many_runs_fits_a_low_open_files_limit`,
+    /// which builds under [`LOW_LIMIT`] open files an object from 4000 sort runs: every
+    /// line written, then every line resent (the first write must win across merge passes).
+    #[test]
+    fn child_build_under_a_low_open_files_limit() {
+        let Ok(dir) = std::env::var(LOW_LIMIT_CHILD) else {
+            return;
+        };
+        let dir = Path::new(&dir);
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(LOW_LIMIT),
+                maximum: hard,
+            },
+        )
+        .unwrap();
+        let entries: Vec<LogEntry> = (0..2000)
+            .rev()
+            .map(|n| entry(n, "first"))
+            .chain((0..2000).map(|n| entry(n, "resent")))
+            .collect();
+        let segment = write_segment(dir, "segment", &entries);
+        // A budget of one byte: every record is a run of its own, spilled to a file.
+        let built = build(None, &[segment], dir, 3, 1, &pool(dir))
+            .unwrap()
+            .unwrap();
+        assert_eq!(built.summary.lines, 2000);
+        let expected: Vec<(i64, String)> = (0..2000).map(|n| (n, "first".into())).collect();
+        assert_eq!(read(&built), expected);
+    }
+
+    /// Issue 12, finding 5: a build's sort runs never hold more descriptors than a low
+    /// `ulimit -n` allows, however many there are (each spilled run held two, so a 6 GiB
+    /// step, 384 runs of 16 MiB, exhausted a 1024 limit).
+    #[test]
+    fn a_build_of_many_runs_fits_a_low_open_files_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "build::tests::child_build_under_a_low_open_files_limit",
+                "--nocapture",
+            ])
+            .env(LOW_LIMIT_CHILD, dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "the build failed under ulimit -n {LOW_LIMIT}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     #[test]

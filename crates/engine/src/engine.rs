@@ -5,38 +5,46 @@
 //! Appends only touch the local spool, so the network never delays or fails them; archiving
 //! (see `archiver.rs`) and reads (see `read.rs`) are elsewhere.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use archive::ObjectStore;
 use logservice::{EntryRecords, LogEntry, LogError, LogService, Step, StepId};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::archiver::scheduler_loop;
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::format;
 use crate::legacy::LegacySources;
+use crate::open::{Opener, Phase};
 use crate::settings::{EngineSettings, SyncMode};
-use crate::shared::{Counters, Shared, storage};
-use crate::spool::Spool;
-use crate::step::{StepState, Steps, lock};
+use crate::shared::{Shared, storage};
+use crate::spool::{Spool, SpoolDirError};
+use crate::step::lock;
 use crate::threads::{Background, blocking};
 
 /// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
 /// stop (dropping it stops the background work too, without the final fsync).
+///
+/// The spool opens in the background (see `open.rs`): calls made before it is open wait
+/// for it; [`Engine::ready`] and [`Engine::recovered`] tell when it is.
 pub struct Engine {
-    inner: Arc<Shared>,
+    settings: EngineSettings,
+    store: Arc<dyn ObjectStore>,
+    /// The spool's directory, chosen and checked at start.
+    root: PathBuf,
+    phase: watch::Receiver<Phase>,
     background: Background,
     stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// The spool's lock, released when the engine goes.
-    _lock: File,
+    /// The spool's lock once the opening task took it; released when the engine goes (the
+    /// opening task, which shares it, may end a little later).
+    spool_lock: Arc<Mutex<Option<File>>>,
+    /// Logs from before the switch; shared with the engine's state once the spool is open.
+    legacy: Arc<OnceLock<LegacySources>>,
 }
 
 /// Counters for operators and the benchmark.
@@ -70,6 +78,12 @@ pub enum StartError {
     /// The spool could not be opened or recovered (or another process uses it).
     #[error("spool: {0}")]
     Spool(#[from] std::io::Error),
+    /// The configured spool directory is not one the spool may use.
+    #[error(transparent)]
+    SpoolDir(#[from] SpoolDirError),
+    /// The engine stopped before its spool was open.
+    #[error("the log store engine stopped before its spool was open")]
+    Stopped,
     /// The thread that runs archiving could not be started.
     #[error("cannot start the archive thread: {0}")]
     Background(std::io::Error),
@@ -81,8 +95,10 @@ pub enum StartError {
 const INLINE_APPEND: usize = 256 << 10;
 
 impl Engine {
-    /// Opens the spool (recovering what a previous run left), and starts the background
-    /// sync and the archive scheduler. Needs a Tokio runtime. The store is not contacted.
+    /// Checks the spool directory, then opens the spool in the background (recovering what
+    /// a previous run left) and starts the background sync and the archive scheduler. Returns
+    /// without waiting for the spool: see [`Engine::ready`]. Needs a Tokio runtime. The store
+    /// is not contacted.
     pub async fn start(
         settings: EngineSettings,
         store: Arc<dyn ObjectStore>,
@@ -97,71 +113,90 @@ impl Engine {
         store: Arc<dyn ObjectStore>,
         clock: Clock,
     ) -> Result<Self, StartError> {
-        let root = settings.spool_dir.clone();
-        let max_open = settings.max_open_files;
-        let (spool, lock, recovered) = blocking(move || {
-            let (spool, lock) = Spool::open(&root, max_open)?;
-            let recovered = spool.recover()?;
-            Ok::<_, std::io::Error>((spool, lock, recovered))
-        })
-        .await?;
-
-        let now = clock.now();
-        let mut steps = HashMap::new();
-        let (mut finished, mut pending) = (0, 0);
-        for (id, found) in recovered {
-            pending += usize::from(!found.segments.is_empty());
-            finished += usize::from(found.finished);
-            let state = StepState::recovered(
-                now,
-                &found.segments,
-                found.finished,
-                settings.finalize_delay,
-            );
-            steps.insert(id, state);
-        }
-        tracing::info!(
-            spool = %settings.spool_dir.display(),
-            archive = %store.describe(),
-            steps_pending = pending,
-            steps_finished = finished,
-            "log store engine started"
-        );
-
+        let configured = settings.spool_dir.clone();
+        let root = blocking(move || Spool::prepare(&configured)).await?;
+        let background = Background::start().map_err(StartError::Background)?;
+        let (stop, stop_rx) = watch::channel(None);
+        let (phase_tx, phase) = watch::channel(Phase::Opening);
+        let spool_lock = Arc::new(Mutex::new(None));
+        let legacy = Arc::new(OnceLock::new());
         // On the real clock, a pass every quarter of the shorter timer (10 to 250 ms), so a
         // step is archived soon after it is due.
         let passes = clock.passes(
             (settings.finalize_delay.min(settings.idle_timeout) / 4)
                 .clamp(Duration::from_millis(10), Duration::from_millis(250)),
         );
-        let inner = Arc::new(Shared {
-            permits: Arc::new(Semaphore::new(settings.archive_concurrency.max(1))),
-            backoff: Backoff::new(settings.retry_initial, settings.retry_max),
+        let opener = Opener {
+            settings: settings.clone(),
+            store: store.clone(),
+            clock,
+            passes,
+            root: root.clone(),
+            phase: phase_tx,
+            stop: stop_rx,
+            lock: spool_lock.clone(),
+            legacy: legacy.clone(),
+        };
+        let tasks = vec![background.handle().spawn(opener.run())];
+        Ok(Self {
             settings,
             store,
-            spool,
-            steps: Steps::new(steps),
-            counters: Counters::default(),
-            clock,
-            legacy: OnceLock::new(),
-        });
-        let (stop, stop_rx) = watch::channel(None);
-        let background = Background::start().map_err(StartError::Background)?;
-        let tasks = vec![
-            background
-                .handle()
-                .spawn(sync_loop(inner.clone(), stop_rx.clone())),
-            background
-                .handle()
-                .spawn(scheduler_loop(inner.clone(), passes, stop_rx)),
-        ];
-        Ok(Self {
-            inner,
+            root,
+            phase,
+            legacy,
             background,
             stop,
             tasks: Mutex::new(tasks),
-            _lock: lock,
+            spool_lock,
         })
+    }
+
+    /// Waits until the spool is open and calls are served: the lock taken and the spool
+    /// listed, which does not depend on its size. Fails when the spool cannot be used (held
+    /// by another process, unreadable), as every call then does.
+    pub async fn ready(&self) -> Result<(), Arc<StartError>> {
+        self.wait_for(|phase| !matches!(phase, Phase::Opening))
+            .await
+            .map(drop)
+    }
+
+    /// Waits until every step found in the spool at start is checked for a torn tail too.
+    pub async fn recovered(&self) -> Result<(), Arc<StartError>> {
+        self.wait_for(|phase| matches!(phase, Phase::Recovered(_) | Phase::Failed(_)))
+            .await
+            .map(drop)
+    }
+
+    /// Waits for a phase that `done` accepts; the engine's state, or why there is none.
+    async fn wait_for(
+        &self,
+        done: impl FnMut(&Phase) -> bool,
+    ) -> Result<Arc<Shared>, Arc<StartError>> {
+        let mut phase = self.phase.clone();
+        let phase = match phase.wait_for(done).await {
+            Ok(phase) => phase.clone(),
+            Err(_) => return Err(Arc::new(StartError::Stopped)),
+        };
+        match phase {
+            Phase::Open(inner) | Phase::Recovered(inner) => Ok(inner),
+            Phase::Failed(e) => Err(e),
+            Phase::Opening => Err(Arc::new(StartError::Stopped)),
+        }
+    }
+
+    /// The engine's state for a call, once the spool is open.
+    async fn inner(&self) -> Result<Arc<Shared>, LogError> {
+        self.wait_for(|phase| !matches!(phase, Phase::Opening))
+            .await
+            .map_err(|e| storage(format!("the log store cannot work: {e}")))
+    }
+
+    /// The engine's state if the spool is open now.
+    fn inner_now(&self) -> Option<Arc<Shared>> {
+        match &*self.phase.borrow() {
+            Phase::Open(inner) | Phase::Recovered(inner) => Some(inner.clone()),
+            Phase::Opening | Phase::Failed(_) => None,
+        }
     }
 
     /// The runtime archiving runs on, for other background work that talks to the archive
@@ -174,34 +209,37 @@ impl Engine {
     /// archive object nor spooled lines, and removed by `LogDelete`. Set it before serving;
     /// it can be set once (`false` when it was set already).
     pub fn set_legacy(&self, legacy: LegacySources) -> bool {
-        self.inner.legacy.set(legacy).is_ok()
+        self.legacy.set(legacy).is_ok()
     }
 
     /// The settings the engine runs with.
     pub fn settings(&self) -> &EngineSettings {
-        &self.inner.settings
+        &self.settings
     }
 
     /// The archive.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner.store
+        &self.store
     }
 
     /// The spool directory in use, for messages to people.
     pub fn spool_dir(&self) -> &Path {
-        self.inner.spool.root()
+        &self.root
     }
 
     /// The archive key of a step (see FORMAT.md).
     pub fn object_key(&self, id: StepId) -> String {
-        format::object_key(&self.inner.settings.key_prefix, id)
+        format::object_key(&self.settings.key_prefix, id)
     }
 
-    /// The counters so far, and the steps tracked now.
+    /// The counters so far, and the steps tracked now (all zero until the spool is open).
     pub fn stats(&self) -> EngineStats {
-        let c = &self.inner.counters;
+        let Some(inner) = self.inner_now() else {
+            return EngineStats::default();
+        };
+        let c = &inner.counters;
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let (steps_tracked, steps_pending) = self.inner.steps.counts();
+        let (steps_tracked, steps_pending) = inner.steps.counts();
         EngineStats {
             appends: get(&c.appends),
             entries_appended: get(&c.entries_appended),
@@ -212,13 +250,15 @@ impl Engine {
             archive_failures: get(&c.archive_failures),
             steps_tracked,
             steps_pending,
-            open_spool_files: self.inner.spool.open_files(),
+            open_spool_files: inner.spool.open_files(),
         }
     }
 
-    /// Flushes every appended line to disk now.
+    /// Flushes every appended line to disk now (nothing to do before the spool is open).
     pub async fn flush(&self) -> Result<(), LogError> {
-        let inner = self.inner.clone();
+        let Some(inner) = self.inner_now() else {
+            return Ok(());
+        };
         blocking(move || inner.sync()).await
     }
 
@@ -251,6 +291,7 @@ impl Drop for Engine {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
+        drop(lock(&self.spool_lock).take());
     }
 }
 
@@ -342,7 +383,7 @@ impl Shared {
 }
 
 /// Flushes the spool every `sync_interval` and keeps the file pool filled, until `stop`.
-async fn sync_loop(inner: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) {
+pub(crate) async fn sync_loop(inner: Arc<Shared>, mut stop: watch::Receiver<Option<Duration>>) {
     let mut tick = tokio::time::interval(inner.settings.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -370,7 +411,8 @@ impl LogService for Engine {
     }
 
     async fn log_find_json(&self, step: &Step) -> Result<Vec<u8>, LogError> {
-        self.inner.find(StepId::of(step)?).await
+        let id = StepId::of(step)?;
+        self.inner().await?.find(id).await
     }
 
     async fn log_append(&self, step: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
@@ -384,15 +426,13 @@ impl LogService for Engine {
         if records.is_empty() {
             return Ok(());
         }
+        let inner = self.inner().await?;
         // A small batch is one write() into the page cache, a few microseconds: done here, it
         // spares the call two thread hand-offs, which on a busy machine are what makes an
         // append slow. fsync and large batches go to a blocking thread.
-        if self.inner.settings.sync != SyncMode::Always
-            && records.as_ndjson().len() <= INLINE_APPEND
-        {
-            return self.inner.append(id, records.as_ndjson(), records.len());
+        if inner.settings.sync != SyncMode::Always && records.as_ndjson().len() <= INLINE_APPEND {
+            return inner.append(id, records.as_ndjson(), records.len());
         }
-        let inner = self.inner.clone();
         blocking(move || {
             if records.as_ndjson().len() <= format::MAX_RECORD_BYTES {
                 return inner.append(id, records.as_ndjson(), records.len());
@@ -421,16 +461,18 @@ impl LogService for Engine {
     }
 
     async fn log_delete(&self, step: &Step) -> Result<(), LogError> {
-        self.inner.delete(StepId::of(step)?).await
+        let id = StepId::of(step)?;
+        self.inner().await?.delete(id).await
     }
 
     async fn step_finished(&self, step: &Step) {
-        match StepId::of(step) {
-            Ok(id) => {
-                let inner = self.inner.clone();
-                blocking(move || inner.finished(id)).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "ignoring StepFinished"),
+        let id = match StepId::of(step) {
+            Ok(id) => id,
+            Err(e) => return tracing::warn!(error = %e, "ignoring StepFinished"),
+        };
+        match self.inner().await {
+            Ok(inner) => blocking(move || inner.finished(id)).await,
+            Err(e) => tracing::warn!(step = %id, error = %e, "ignoring StepFinished"),
         }
     }
 }

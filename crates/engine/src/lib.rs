@@ -7,12 +7,13 @@
 //! object again; reads merge object and spool, ordered by line, first write winning.
 //!
 //! Where things are: `engine.rs` (the [`Engine`] handle, start and stop, the write side),
+//! `open.rs` (opening and recovering the spool in the background),
 //! `shared.rs` (what the calls and the background loops share),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
-//! `legacy.rs` (logs from before the switch, read through), `spool.rs` and `pool.rs` (files
-//! on disk), `clock.rs`, `backoff.rs` and `threads.rs` (time,
-//! retries and where work runs).
+//! `legacy.rs` (logs from before the switch, read through), `spool.rs`, `spool/dir.rs`,
+//! `spool/reading.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs`
+//! (time, retries and where work runs); `interleavings.rs` holds tests.
 
 mod archiver;
 mod backoff;
@@ -20,7 +21,10 @@ mod build;
 mod clock;
 mod engine;
 pub mod format;
+#[cfg(test)]
+mod interleavings;
 pub mod legacy;
+mod open;
 mod pool;
 pub mod read;
 mod settings;
@@ -36,3 +40,4 @@ pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
 };
+pub use spool::SpoolDirError;

@@ -7,7 +7,8 @@
 //! inode deleted in the last minute, one by one: measured here (`perf record` during
 //! `bench/run`), it put file creation on LogAppend's slowest calls. Taking a file from the
 //! pool is a rename; a file done with is emptied and goes back to the pool, or is deleted
-//! when the pool is full. Pooled files are always empty and live in `tmp/`, which a start
+//! when the pool is full (or, for a segment, when a reader still holds it: see
+//! `spool/reading.rs`). Pooled files are always empty and live in `tmp/`, which a start
 //! clears, so a crash at any point leaves nothing that could be mistaken for data.
 
 use std::fs::{self, File, OpenOptions};
@@ -98,6 +99,18 @@ impl FilePool {
         };
         self.lock().push(pooled);
         Ok(())
+    }
+
+    /// Moves the file at `path` into the pool's directory under a fresh name, not yet
+    /// pooled: the caller then [gives it back](Self::give_back) or deletes it. `None` when
+    /// there is no file.
+    pub(crate) fn withdraw(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        let moved = self.new_path();
+        match fs::rename(path, &moved) {
+            Ok(()) => Ok(Some(moved)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates files until [`REFILL_TO`] are ready. Runs in the background.

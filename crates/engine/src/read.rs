@@ -8,9 +8,9 @@
 //! of memory plus the compressed object, whatever the number of lines.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io;
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Arc;
 
 use archive::{ObjectInfo, ObjectStore};
@@ -20,7 +20,7 @@ use crate::format::{self, RawRecord, RecordError};
 use crate::legacy::{LegacySources, entries_json};
 use crate::settings::EngineSettings;
 use crate::shared::{Shared, storage};
-use crate::spool::{list_segments, read_segment_raw};
+use crate::spool::{ReadOutcome, list_segments, read_segment_file};
 use crate::threads::blocking;
 
 /// The staged (spool) records of a step, the first write of each line.
@@ -37,18 +37,32 @@ impl Staged {
         self.lines.is_empty()
     }
 
-    /// Adds the records of one segment, in file order, up to `limit` bytes (the acknowledged
-    /// length of a segment still being appended to).
-    pub(crate) fn read_segment(&mut self, path: &Path, limit: Option<u64>) -> io::Result<()> {
-        read_segment_raw(path, limit, |line, record, canonical| {
-            let record = record.strip_suffix(b"\n").unwrap_or(record);
-            let text = &mut self.text;
-            self.lines.entry(line).or_insert_with(|| {
-                let start = text.len();
+    /// Adds the records of one segment, in file order, as `read` visits them (up to the
+    /// acknowledged length of a segment still being appended to); none of them when `read`
+    /// finds that the file left its path meanwhile (see [`ReadOutcome`]).
+    pub(crate) fn read_segment(
+        &mut self,
+        read: impl FnOnce(&mut dyn FnMut(i64, &[u8], bool)) -> io::Result<ReadOutcome>,
+    ) -> io::Result<()> {
+        let start = self.text.len();
+        let mut added = Vec::new();
+        let (text, lines) = (&mut self.text, &mut self.lines);
+        let outcome = read(&mut |line, record, canonical| {
+            if let Entry::Vacant(slot) = lines.entry(line) {
+                let record = record.strip_suffix(b"\n").unwrap_or(record);
+                let begin = text.len();
                 text.extend_from_slice(record);
-                (start..text.len(), canonical)
-            });
-        })
+                slot.insert((begin..text.len(), canonical));
+                added.push(line);
+            }
+        })?;
+        if outcome == ReadOutcome::Moved {
+            for line in added {
+                self.lines.remove(&line);
+            }
+            self.text.truncate(start);
+        }
+        Ok(())
     }
 
     fn records(&self) -> impl Iterator<Item = (i64, &[u8], bool)> {
@@ -106,7 +120,7 @@ impl Shared {
         for segment in segments {
             let limit = (segment == current).then_some(len);
             staged
-                .read_segment(&self.spool.segment_path(id, segment), limit)
+                .read_segment(|visit| self.spool.read_segment(id, segment, limit, visit))
                 .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
         }
         Ok((staged, maybe_archived))
@@ -137,7 +151,7 @@ pub async fn read_step_log_with_legacy(
     let staged = blocking(move || {
         let mut staged = Staged::default();
         for path in list_segments(&spool, id)? {
-            staged.read_segment(&path, None)?;
+            staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
         }
         Ok::<_, io::Error>(staged)
     })
@@ -301,6 +315,8 @@ impl JsonArray {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use logservice::LogEntry;
 
     use super::*;
@@ -332,7 +348,9 @@ mod tests {
         let path = dir.join("segment");
         std::fs::write(&path, records).unwrap();
         let mut staged = Staged::default();
-        staged.read_segment(&path, None).unwrap();
+        staged
+            .read_segment(|visit| read_segment_file(&path, None, visit))
+            .unwrap();
         staged
     }
 

@@ -1,5 +1,7 @@
 //! The engine's `WOODPECKER_LOG_STORE_S3_*` settings.
 
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ pub const SPOOL_DIR: Setting<PathBuf> = Setting {
     default: Described(
         "`/var/lib/woodpecker/s3-logs-spool` if writable, else a per-user state dir (with a warning)",
     ),
-    doc: "staging for running steps",
+    doc: "staging for running steps; a directory that is not the spool's own (such as `/tmp`) gets a private subdirectory `woodpecker-s3-logs-spool`; symbolic links and other users' directories are refused",
     // Trimmed first, so an error quotes the path as it would have been used.
     parse: |variable, value| parse_absolute_path(variable, value.trim()),
 };
@@ -209,7 +211,14 @@ fn parse_idle_timeout(variable: &str, value: &str) -> Result<Duration, SettingEr
 /// that directory usually disappears with the container and running steps' lines with it.
 fn default_spool_dir(source: &impl Source, woodpecker_data: &Path) -> PathBuf {
     let preferred = woodpecker_data.join("s3-logs-spool");
-    if woodpecker_data.is_dir() && std::fs::create_dir_all(&preferred).is_ok() {
+    // 0700 like every directory the spool makes (the umask can only take bits away).
+    if woodpecker_data.is_dir()
+        && DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&preferred)
+            .is_ok()
+    {
         return preferred;
     }
     let state = source
@@ -305,6 +314,13 @@ mod tests {
         assert_eq!(
             default_spool_dir(&source(&[]), &data),
             data.join("s3-logs-spool")
+        );
+        let mode = std::fs::metadata(data.join("s3-logs-spool"))
+            .unwrap()
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o700
         );
 
         let missing = tmp.path().join("missing");

@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub(crate) backoff: Backoff,
     /// Logs written before the switch, read through and deleted with the rest (set once,
     /// by [`crate::Engine::set_legacy`]).
-    pub(crate) legacy: OnceLock<LegacySources>,
+    pub(crate) legacy: Arc<OnceLock<LegacySources>>,
 }
 
 /// The counters behind [`crate::EngineStats`] (see there for each).

@@ -1,6 +1,7 @@
 //! The staging spool: one append-only NDJSON file per step and segment.
 //!
-//! Layout under the spool directory (all directories 0700, files 0600):
+//! Layout under the spool directory (all directories 0700, files 0600); which directory that
+//! is, and what the spool checks before using it, is in `spool/dir.rs`:
 //!
 //! ```text
 //! lock                      held (flock) while an engine uses the spool
@@ -17,18 +18,23 @@
 //! ones. No line content is kept in memory; only open file handles, bounded by an LRU.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, BufReader, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use logservice::StepId;
 use lru::LruCache;
 
-use crate::format::{RawRecord, Record, RecordError, RecordReader};
 use crate::pool::{self, FilePool};
+
+mod dir;
+mod reading;
+
+pub use dir::SpoolDirError;
+pub(crate) use reading::{ReadOutcome, read_segment_file, read_segment_raw};
 
 pub(crate) struct Spool {
     root: PathBuf,
@@ -37,6 +43,8 @@ pub(crate) struct Spool {
     handles: Mutex<LruCache<(StepId, u32), Arc<File>>>,
     dirty: Mutex<Dirty>,
     pool: Arc<FilePool>,
+    /// Segments the engine's readers hold open (see `reading.rs`).
+    readers: reading::Readers,
     finished_path: PathBuf,
     /// The `finished` journal, open for appending. A journal rather than a marker file per
     /// step, so StepFinished never creates or deletes a file.
@@ -59,25 +67,46 @@ pub(crate) struct Recovered {
     pub(crate) finished: bool,
 }
 
-fn private_dir(path: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-}
-
 fn context(what: &str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
     let text = format!("{what} {}", path.display());
     move |e| io::Error::new(e.kind(), format!("{text}: {e}"))
+}
+
+/// Why [`Spool::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The directory is not one the spool may use.
+    #[error(transparent)]
+    Dir(#[from] SpoolDirError),
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// How long [`Spool::open`] waits for another process to release the spool.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Spool {
-    /// Opens (creating) the spool and takes its lock, refusing a spool another engine uses.
-    /// The lock is held as long as the returned file is open.
-    pub(crate) fn open(root: &Path, max_open_files: usize) -> io::Result<(Self, File)> {
-        private_dir(root).map_err(context("cannot create spool directory", root))?;
-        let lock_path = root.join("lock");
+    /// Chooses and checks the spool's directory for the `configured` one, and the
+    /// directories it keeps there (creating what is missing): fast, so a start can refuse a
+    /// bad directory before anything else.
+    pub(crate) fn prepare(configured: &Path) -> Result<PathBuf, SpoolDirError> {
+        let root = dir::prepare(configured)?;
+        for subdir in [STEPS, TMP] {
+            dir::own_subdir(configured, &root, subdir)?;
+        }
+        Ok(root)
+    }
+
+    /// Opens the spool in `root` (from [`Spool::prepare`] for `configured`) and takes its
+    /// lock, refusing a spool another engine uses. The lock is held as long as the returned
+    /// file is open.
+    pub(crate) fn open(
+        configured: &Path,
+        root: &Path,
+        max_open_files: usize,
+    ) -> Result<(Self, File), OpenError> {
+        let lock_path = root.join(LOCK);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -105,14 +134,12 @@ impl Spool {
                 ),
             )
         })?;
-        let steps = root.join(STEPS);
-        let tmp = root.join("tmp");
-        private_dir(&steps).map_err(context("cannot create spool directory", &steps))?;
-        // Leftovers of an interrupted archive build: never referenced again.
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
-        }
-        private_dir(&tmp).map_err(context("cannot create spool directory", &tmp))?;
+        let steps = dir::own_subdir(configured, root, STEPS)?;
+        // Leftovers of an interrupted archive build: never referenced again. Checked first to
+        // be our own directory, so nothing else is ever cleared.
+        let tmp = dir::own_subdir(configured, root, TMP)?;
+        fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
+        let tmp = dir::own_subdir(configured, root, TMP)?;
         let finished_path = root.join("finished");
         let finished = open_journal(&finished_path)?;
         let pool = Arc::new(FilePool::new(&tmp));
@@ -124,6 +151,7 @@ impl Spool {
             handles: Mutex::new(LruCache::new(capacity)),
             dirty: Mutex::default(),
             pool,
+            readers: reading::Readers::default(),
             finished_path,
             finished: Mutex::new(finished),
         };
@@ -263,27 +291,11 @@ impl Spool {
             .map_err(context("cannot write", &self.finished_path))
     }
 
-    /// Removes the given segments (their files go back to the pool, emptied). Missing files
-    /// are fine.
-    pub(crate) fn remove(
-        &self,
-        id: StepId,
-        segments: impl IntoIterator<Item = u32>,
-    ) -> io::Result<()> {
-        for segment in segments {
-            self.forget_handle(id, segment);
-            let path = self.segment_path(id, segment);
-            self.pool
-                .give_back(&path)
-                .map_err(context("cannot remove", &path))?;
-        }
-        Ok(())
-    }
-
-    /// Scans the spool after a start: every step with segments, and whether it finished;
-    /// torn tails cut off (a crash in the middle of a write leaves a partial last record that
-    /// was never acknowledged), empty segments removed. The `finished` journal is rewritten
-    /// with the steps still in the spool, so it only grows between two starts.
+    /// Lists the spool after a start: every step with segments, and whether it finished.
+    /// Only the directory is read, never a segment, so it takes no longer for a large spool
+    /// than for a small one; torn tails are cut later by [`Spool::repair_tails`]. The
+    /// `finished` journal is rewritten with the steps still in the spool, so it only grows
+    /// between two starts.
     pub(crate) fn recover(&self) -> io::Result<BTreeMap<StepId, Recovered>> {
         let journal = &self.finished_path;
         let text = fs::read(journal).map_err(context("cannot read", journal))?;
@@ -297,11 +309,7 @@ impl Spool {
             let (path, kind) = item?;
             match kind {
                 Some(StepFile::Segment(id, segment)) => {
-                    if repair_segment(&path)? {
-                        found.entry(id).or_default().segments.insert(segment);
-                    } else {
-                        remove_if_exists(&path)?;
-                    }
+                    found.entry(id).or_default().segments.insert(segment);
                 }
                 Some(StepFile::FinishedMarker(id)) => {
                     // A marker file of an earlier version: now a journal line.
@@ -331,8 +339,26 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Cuts the torn tails off the given segments of a step found at start (a crash in the
+    /// middle of a write leaves a partial last record that was never acknowledged). The
+    /// caller holds the step's archive lock, so no archive run or LogDelete removes (and
+    /// recycles) a file while it is cut. Returns how many segments had a torn tail.
+    pub(crate) fn repair_tails(&self, id: StepId, segments: &BTreeSet<u32>) -> io::Result<usize> {
+        let mut repaired = 0;
+        for segment in segments {
+            repaired += usize::from(repair_tail(&self.segment_path(id, *segment))?);
+        }
+        Ok(repaired)
+    }
+}
+
+/// The lock file, under the spool's root.
+const LOCK: &str = "lock";
 /// The directory of the step files, under the spool's root.
 const STEPS: &str = "steps";
+/// The directory of build files and pooled empty files, under the spool's root.
+const TMP: &str = "tmp";
 
 /// What a file in `steps/` is, by its name. The one place that names and parses them.
 #[derive(Debug, PartialEq, Eq)]
@@ -373,12 +399,12 @@ fn step_files(
     }))
 }
 
-/// The segment files of step `id` in the spool at `root`, in segment order; none when there
-/// is no spool. It only lists the directory, so it works beside a running engine: reads
+/// The segment files of step `id` in the spool configured at `root`, in segment order; none
+/// when there is no spool. It only lists the directory, so it works beside a running engine: reads
 /// without an engine find a step's staged lines with it, as recovery does with
 /// [`Spool::recover`].
 pub(crate) fn list_segments(root: &Path, id: StepId) -> io::Result<Vec<PathBuf>> {
-    let files = match step_files(&root.join(STEPS)) {
+    let files = match step_files(&dir::locate(root).join(STEPS)) {
         Ok(files) => files,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -395,85 +421,53 @@ pub(crate) fn list_segments(root: &Path, id: StepId) -> io::Result<Vec<PathBuf>>
     Ok(segments.into_iter().map(|(_, path)| path).collect())
 }
 
-/// Cuts a torn last record off a segment. Returns whether any record is left.
-fn repair_segment(path: &Path) -> io::Result<bool> {
-    let file = File::open(path).map_err(context("cannot read spool file", path))?;
-    let mut reader = RecordReader::unsorted(BufReader::new(file));
-    let mut records = 0u64;
-    loop {
-        match reader.next_record() {
-            Ok(Record::Entry(..)) => records += 1,
-            Ok(Record::End) => break,
-            Ok(Record::Torn { offset, len }) => {
-                tracing::warn!(
-                    file = %path.display(),
-                    offset,
-                    bytes = len,
-                    "spool file ends in a partial record (the addon stopped mid-write); \
-                     dropping the partial record, which was never acknowledged"
-                );
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| {
-                        f.set_len(offset)?;
-                        f.sync_all()
-                    })
-                    .map_err(context("cannot truncate spool file", path))?;
-                break;
-            }
-            Err(RecordError::Json { offset, source }) => {
-                tracing::warn!(file = %path.display(), offset, error = %source,
-                    "skipping an unreadable record in the spool");
-            }
-            Err(RecordError::TooLong { offset }) => {
-                tracing::warn!(file = %path.display(), offset,
-                    "spool file holds an oversized record; keeping only what precedes it");
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.set_len(offset))
-                    .map_err(context("cannot truncate spool file", path))?;
-                break;
-            }
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
-    }
-    Ok(records > 0)
-}
-
-/// Calls `visit` with the line, bytes (newline included) and canonical form (see
-/// [`RawRecord`]) of every complete record of a segment, in file order, without decoding `data`, up to `limit` bytes (the acknowledged
-/// length of a segment still being appended to). A missing segment (already archived and
-/// removed) has no records; records that are not valid JSON are skipped with a warning.
-pub(crate) fn read_segment_raw(
-    path: &Path,
-    limit: Option<u64>,
-    mut visit: impl FnMut(i64, &[u8], bool),
-) -> io::Result<()> {
-    let file = match File::open(path) {
+/// Cuts a torn last record off a segment, looking only at its end: complete records end
+/// in a newline (JSON text never holds a raw one), so whatever follows the last newline is
+/// a partial record. Returns whether there was one. A missing segment has none.
+fn repair_tail(path: &Path) -> io::Result<bool> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(context("cannot read spool file", path)(e)),
     };
-    let reader = BufReader::new(io::Read::take(file, limit.unwrap_or(u64::MAX)));
-    let mut reader = RecordReader::unsorted(reader);
-    loop {
-        match reader.next_raw() {
-            Ok(RawRecord::Line {
-                line,
-                bytes,
-                canonical,
-            }) => visit(line, bytes, canonical),
-            // Only a write still in flight past `limit`; recovery repaired real tears.
-            Ok(RawRecord::End | RawRecord::Torn { .. }) => return Ok(()),
-            Err(RecordError::Json { offset, source }) => {
-                tracing::warn!(file = %path.display(), offset, error = %source,
-                    "skipping an unreadable record in the spool");
-            }
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
-        }
+    let len = file
+        .metadata()
+        .map_err(context("cannot read spool file", path))?
+        .len();
+    let complete = complete_len(&file, len).map_err(context("cannot read spool file", path))?;
+    if complete == len {
+        return Ok(false);
     }
+    tracing::warn!(
+        file = %path.display(),
+        offset = complete,
+        bytes = len - complete,
+        "spool file ends in a partial record (the addon stopped mid-write); \
+         dropping the partial record, which was never acknowledged"
+    );
+    file.set_len(complete)
+        .and_then(|()| file.sync_all())
+        .map_err(context("cannot truncate spool file", path))?;
+    Ok(true)
+}
+
+/// The length of the file's complete records: up to and including its last newline, read
+/// backwards from `len` in blocks.
+fn complete_len(file: &File, len: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 64 << 10;
+    let mut buf = vec![0; BLOCK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &mut buf[..(end - start) as usize];
+        file.read_exact_at(block, start)?;
+        if let Some(newline) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + newline as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 fn open_journal(path: &Path) -> io::Result<File> {
@@ -526,7 +520,7 @@ mod tests {
     fn segments_are_listed_in_order_without_a_spool_too() {
         let dir = tempfile::tempdir().unwrap();
         assert!(list_segments(dir.path(), id(5)).unwrap().is_empty());
-        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
         for segment in [10, 2, 1] {
             spool
                 .append(id(5), segment, 0, b"{\"line\":0}\n", false)
@@ -547,7 +541,7 @@ mod tests {
     fn finished_journal_is_recovered_converted_and_compacted() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+            let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
             spool.recover().unwrap();
             for n in [1, 2, 3] {
                 spool.append(id(n), 0, 0, b"{\"line\":0}\n", false).unwrap();
@@ -558,7 +552,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("steps/2.finished"), b"").unwrap();
 
-        let (spool, _lock) = Spool::open(dir.path(), 8).unwrap();
+        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
         let found = spool.recover().unwrap();
         let finished: Vec<(i64, bool)> =
             found.iter().map(|(id, s)| (id.get(), s.finished)).collect();

@@ -5,8 +5,9 @@
 //!
 //! Three locks guard a step; whoever needs several takes them in this order:
 //!
-//! 1. the slot's **archive** lock ([`Slot::archive`], async): held for a whole archive run and
-//!    by LogDelete, so one of them at a time works on the step's object and sealed segments;
+//! 1. the slot's **archive** lock ([`Slot::archive`], async): held for a whole archive run,
+//!    by LogDelete, and while recovery cuts the torn tails of a step found at start, so one
+//!    of them at a time works on the step's object and sealed segments;
 //! 2. the **steps map** ([`Steps`]);
 //! 3. the slot's **state** ([`Slot::state()`]).
 //!
@@ -16,8 +17,8 @@
 //! awaits the archive lock while holding either. Appends write the spool while holding the
 //! state, and LogDelete removes the step's files while holding the map (so no append can
 //! restart the step in a file being removed). The spool's own mutexes (open handles, the
-//! dirty set, the finished journal, the file pool) and the backoff's random source are
-//! leaves: taken last, nothing is taken while holding them.
+//! dirty set, the finished journal, the file pool, the readers' registry) and the backoff's
+//! random source are leaves: taken last, nothing is taken while holding them.
 //!
 //! # Phases
 //!
@@ -25,7 +26,7 @@
 //!
 //! | from                | event                                              | to                              | where                |
 //! |---------------------|----------------------------------------------------|---------------------------------|----------------------|
-//! | (new)               | first append or StepFinished; recovery at start    | `Idle`                          | [`Steps::with_state`], `Engine::start` |
+//! | (new)               | first append or StepFinished; recovery at start    | `Idle`                          | [`Steps::with_state`], `open.rs` |
 //! | `Idle`, `Backoff`   | the scheduler finds it due and an upload slot free | `Archiving { failures }`        | `archiver::schedule` |
 //! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
 //! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
@@ -70,7 +71,7 @@ pub(crate) struct Steps {
 pub(crate) struct Slot {
     /// What the engine knows about the step; see [`Slot::state`].
     state: Mutex<StepState>,
-    /// Held by an archive run and by LogDelete: one of them at a time per step.
+    /// Held by an archive run, by LogDelete and by recovery: one of them at a time per step.
     pub(crate) archive: tokio::sync::Mutex<()>,
 }
 

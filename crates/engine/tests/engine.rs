@@ -477,15 +477,31 @@ async fn spool_is_private() {
     assert_eq!(mode(&h.segments(32)[0]), 0o600);
 }
 
-/// Two engines never share a spool.
+/// Two engines never share a spool: the second starts (the spool opens in the background),
+/// then reports the spool in use, and so does every call.
 #[tokio::test]
 async fn a_spool_in_use_is_refused() {
     let h = Harness::new(|_| {}).await;
-    let err = match engine::Engine::start(fast_settings(h.spool_dir()), h.store.clone()).await {
-        Ok(_) => panic!("second engine on the same spool"),
-        Err(e) => e.to_string(),
-    };
+    let second = engine::Engine::start(fast_settings(h.spool_dir()), h.store.clone())
+        .await
+        .unwrap();
+    let err = second.ready().await.unwrap_err().to_string();
     assert!(err.contains("in use"), "{err}");
+    let err = second.log_find(&step(1)).await.unwrap_err().to_string();
+    assert!(err.contains("in use"), "{err}");
+}
+
+/// Dropping an engine releases the spool at once, though its spool opened in the
+/// background: the next addon does not wait for it.
+#[tokio::test]
+async fn dropping_the_engine_releases_the_spool_at_once() {
+    let h = Harness::new(|_| {}).await;
+    let lock = std::fs::File::open(h.spool_dir().join("lock")).unwrap();
+    assert!(lock.try_lock().is_err(), "held by the engine");
+    let Harness { engine, dir, .. } = h;
+    drop(engine);
+    assert!(lock.try_lock().is_ok(), "released");
+    drop(dir);
 }
 
 /// `read_step_log` (for `get`) reads beside a running engine: same answer as LogFind, no

@@ -91,6 +91,7 @@ async fn torn_spool_record_is_dropped_the_rest_kept() {
         Some(clock.clone()),
     )
     .await;
+    engine.recovered().await.unwrap();
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), complete);
     assert_eq!(
         texts(&engine.log_find(&step(43)).await.unwrap()),

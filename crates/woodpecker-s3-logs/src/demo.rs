@@ -49,8 +49,8 @@ const PIPELINE: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The demo's directory inside the first writable base directory.
-const DEMO_DIR_NAME: &str = "woodpecker-s3-logs-demo";
+/// The start of the name of the demo's directory, made in the first writable base directory.
+const DEMO_DIR_PREFIX: &str = "woodpecker-s3-logs-demo-";
 
 /// How long each step may take to be archived after its grace period.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(60);
@@ -249,15 +249,16 @@ fn run_step(step: &Step, commands: &[&str], work: &Path) -> Vec<LogEntry> {
     entries
 }
 
-/// The demo's own directory (spool, archive, the commands' working directory):
-/// `woodpecker-s3-logs-demo` in the first writable of the temporary directory (`TMPDIR`, else
-/// `/tmp`), `XDG_CACHE_HOME` and `~/.cache`, so that it also runs where there is no `/tmp`.
+/// The demo's own directory (spool, archive, the commands' working directory): a fresh one
+/// named `woodpecker-s3-logs-demo-*`, private (0700) and kept after the run, in the first
+/// writable of the temporary directory (`TMPDIR`, else `/tmp`), `XDG_CACHE_HOME` and
+/// `~/.cache`, so that it also runs where there is no `/tmp`. Fresh, because a fixed name in
+/// a shared directory could be made in advance by another user (or be a link to elsewhere).
 fn demo_dir(env: &HashMap<String, String>) -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     for candidate in demo_dir_candidates(env) {
-        let dir = candidate.base.join(DEMO_DIR_NAME);
-        match probe_writable(&candidate) {
-            Ok(()) => {
+        match make_private_dir(&candidate) {
+            Ok(dir) => {
                 if let Some(first) = tried.first() {
                     println!(
                         "({first}; using {} from {})",
@@ -269,7 +270,7 @@ fn demo_dir(env: &HashMap<String, String>) -> Result<PathBuf, String> {
             }
             Err(e) => tried.push(format!(
                 "{} ({}) is not writable: {e}",
-                dir.display(),
+                candidate.base.display(),
                 candidate.source
             )),
         }
@@ -327,20 +328,16 @@ fn demo_dir_candidates(env: &HashMap<String, String>) -> Vec<DemoBase> {
     candidates
 }
 
-/// Creates the demo directory in `candidate` if needed and checks that a file can be made in
-/// it (an existing directory may still be read-only).
-fn probe_writable(candidate: &DemoBase) -> std::io::Result<()> {
+/// Makes a fresh private directory in `candidate` (creating a missing cache base first).
+fn make_private_dir(candidate: &DemoBase) -> std::io::Result<PathBuf> {
     if candidate.create {
         std::fs::create_dir_all(&candidate.base)?;
     }
-    let dir = candidate.base.join(DEMO_DIR_NAME);
-    match std::fs::create_dir(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    std::fs::File::create(&probe)?;
-    std::fs::remove_file(&probe)
+    let dir = tempfile::Builder::new()
+        .prefix(DEMO_DIR_PREFIX)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(&candidate.base)?;
+    Ok(dir.keep())
 }
 
 fn work_dir_for_commands(demo_dir: &Path) -> Result<PathBuf, String> {
@@ -406,6 +403,18 @@ mod tests {
         );
     }
 
+    /// A demo directory just made by [`demo_dir`] in `base`.
+    fn assert_fresh_in(dir: &Path, base: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(dir.parent(), Some(base), "{}", dir.display());
+        let name = dir.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with(DEMO_DIR_PREFIX), "{name}");
+        let meta = std::fs::symlink_metadata(dir).unwrap();
+        assert!(meta.is_dir(), "a real directory, not a link");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0);
+    }
+
     #[test]
     fn demo_dir_skips_what_cannot_be_written() {
         let base = tempfile::tempdir().unwrap();
@@ -418,8 +427,7 @@ mod tests {
             ("XDG_CACHE_HOME", cache.to_str().unwrap()),
         ]))
         .unwrap();
-        assert_eq!(chosen, cache.join(DEMO_DIR_NAME));
-        assert_eq!(std::fs::read_dir(&chosen).unwrap().count(), 0);
+        assert_fresh_in(&chosen, &cache);
 
         // A missing temporary directory is not created (even by root, who could).
         let missing = base.path().join("missing-tmp");
@@ -428,10 +436,30 @@ mod tests {
             ("HOME", base.path().to_str().unwrap()),
         ]))
         .unwrap();
-        assert_eq!(chosen, base.path().join(".cache").join(DEMO_DIR_NAME));
+        assert_fresh_in(&chosen, &base.path().join(".cache"));
         assert!(!missing.exists());
 
         let err = demo_dir(&env(&[("TMPDIR", file.to_str().unwrap())])).unwrap_err();
         assert!(err.contains("(TMPDIR) is not writable"), "{err}");
+    }
+
+    /// Issue 12, finding 6: another user of a shared temporary directory cannot prepare the
+    /// demo's directory (or a link to elsewhere) in advance: each run makes a fresh private
+    /// one.
+    #[test]
+    fn demo_dir_is_fresh_private_and_never_a_prepared_one() {
+        let base = tempfile::tempdir().unwrap();
+        let elsewhere = base.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, base.path().join("woodpecker-s3-logs-demo"))
+            .unwrap();
+        let tmp = env(&[("TMPDIR", base.path().to_str().unwrap())]);
+        let first = demo_dir(&tmp).unwrap();
+        let second = demo_dir(&tmp).unwrap();
+        assert_ne!(first, second);
+        for dir in [&first, &second] {
+            assert_fresh_in(dir, base.path());
+        }
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 }

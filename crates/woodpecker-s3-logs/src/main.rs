@@ -7,6 +7,7 @@ mod doctor;
 mod get;
 mod launch;
 mod legacy;
+mod limits;
 mod serve;
 mod variables;
 

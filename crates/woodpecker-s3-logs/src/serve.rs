@@ -40,6 +40,15 @@ pub(crate) fn run() -> ! {
         fail(&e.to_string());
     }
     let config = Config::from_source(&ProcessEnv).unwrap_or_else(|e| fail(&e.to_string()));
+    match crate::limits::raise_open_files() {
+        Ok(Some(before)) => {
+            tracing::debug!(soft = ?before.current, hard = ?before.maximum,
+                "raised the soft limit of open files to the hard limit");
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error,
+            "cannot raise the soft limit of open files; a busy server may run out of them"),
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -62,10 +71,23 @@ pub(crate) fn run() -> ! {
             }
         });
         let engine = Arc::new(engine);
+        // The spool opens in the background, after the handshake, however large it is (go-plugin
+        // kills a plugin that has not handshaken within a minute); a spool that cannot be
+        // opened (another addon holds it) ends the addon as a bad setting does.
+        tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                match engine.ready().await {
+                    Ok(()) => {}
+                    Err(e) if matches!(*e, engine::StartError::Stopped) => {}
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+        });
         // goplugin's serve ends on SIGTERM too; this second listener tells us it was that.
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let socket_fallback_dir = config.engine.spool_dir.join(SOCKET_FALLBACK_SUBDIR);
+        let socket_fallback_dir = engine.spool_dir().join(SOCKET_FALLBACK_SUBDIR);
         let code = goplugin::serve(ServeConfig {
             handshake: HANDSHAKE,
             plugins: vec![(

@@ -66,6 +66,35 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
     }
 }
 
+/// Issue 12, finding 6: a symbolic link as the spool directory stops the start with one
+/// line naming the variable, and its target is left as it was.
+#[test]
+fn a_symlinked_spool_dir_stops_the_start_naming_the_variable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(target.join("tmp")).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let output = addon(&[("WOODPECKER_LOG_STORE_S3_SPOOL_DIR", link.to_str().unwrap())]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no handshake may be printed");
+    let errors: Vec<_> = hclog_lines(&output)
+        .into_iter()
+        .filter(|line| line["@level"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["@message"].as_str().unwrap();
+    assert!(
+        message.contains("WOODPECKER_LOG_STORE_S3_SPOOL_DIR") && message.contains("symbolic link"),
+        "{message}"
+    );
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755);
+    assert!(target.join("tmp").exists());
+}
+
 #[test]
 fn without_the_cookie_it_refuses_like_go_plugin() {
     let output = Command::new(BIN)
@@ -149,4 +178,46 @@ fn sigterm_shuts_down_gracefully_and_exits_zero() {
         stderr.contains("stopped after SIGTERM"),
         "the graceful shutdown ran: {stderr}"
     );
+}
+
+/// Issue 12, finding 5: started under a low soft limit of open files (`ulimit -Sn 256`, the
+/// shell default in many containers), the addon raises it to the hard limit, so large
+/// archive builds and many open spool files do not run out of descriptors.
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit() {
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\"", BIN])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir.path())
+        .env(
+            "WOODPECKER_LOG_STORE_S3_SPOOL_DIR",
+            dir.path().join("spool"),
+        )
+        .env(COOKIE.0, COOKIE.1)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("1|"), "handshake: {line:?}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line")
+        .split_whitespace()
+        .collect();
+    let (soft, hard) = (open_files[3], open_files[4]);
+    assert_ne!(soft, "256", "{limits}");
+    assert_eq!(soft, hard, "{limits}");
 }

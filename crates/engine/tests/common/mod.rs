@@ -231,9 +231,13 @@ pub(crate) async fn start_engine(
     clock: Option<ManualClock>,
 ) -> Engine {
     let clock = clock.map_or(Clock::Real, Clock::Manual);
-    Engine::start_with_clock(settings, store, clock)
+    let engine = Engine::start_with_clock(settings, store, clock)
         .await
-        .unwrap()
+        .unwrap();
+    // Open before the test goes on, so that a test starting a second engine on the same
+    // spool finds this one holding it.
+    engine.ready().await.unwrap();
+    engine
 }
 
 pub(crate) fn step(id: i64) -> Step {
