@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,43 +24,19 @@ use crate::format;
 use crate::settings::{EngineSettings, SyncMode};
 use crate::shared::{Counters, Shared, storage};
 use crate::spool::Spool;
+use crate::stats;
 use crate::step::{StepState, Steps, lock};
 use crate::threads::{Background, blocking};
 
 /// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
 /// stop (dropping it stops the background work too, without the final fsync).
 pub struct Engine {
-    inner: Arc<Shared>,
+    pub(crate) inner: Arc<Shared>,
     background: Background,
     stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The spool's lock, released when the engine goes.
     _lock: File,
-}
-
-/// Counters for operators and the benchmark.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// LogAppend calls that stored lines.
-    pub appends: u64,
-    /// Log entries those calls stored.
-    pub entries_appended: u64,
-    /// Bytes written to spool files.
-    pub spool_bytes_written: u64,
-    /// Spool files flushed to disk by the background sync.
-    pub spool_syncs: u64,
-    /// Archive objects stored.
-    pub archive_uploads: u64,
-    /// Compressed bytes of those objects.
-    pub archive_bytes_uploaded: u64,
-    /// Archive runs that failed (each is retried).
-    pub archive_failures: u64,
-    /// Steps the engine currently tracks (running, waiting for archiving, recently archived).
-    pub steps_tracked: usize,
-    /// Steps with lines in the spool that are not archived yet.
-    pub steps_pending: usize,
-    /// Spool files open right now.
-    pub open_spool_files: usize,
 }
 
 /// Why the engine could not start.
@@ -98,10 +74,11 @@ impl Engine {
     ) -> Result<Self, StartError> {
         let root = settings.spool_dir.clone();
         let max_open = settings.max_open_files;
-        let (spool, lock, recovered) = blocking(move || {
+        let (spool, lock, recovered, on_disk) = blocking(move || {
             let (spool, lock) = Spool::open(&root, max_open)?;
             let recovered = spool.recover()?;
-            Ok::<_, std::io::Error>((spool, lock, recovered))
+            let on_disk = stats::measure_recovered(&spool, &recovered);
+            Ok::<_, std::io::Error>((spool, lock, recovered, on_disk))
         })
         .await?;
 
@@ -114,6 +91,7 @@ impl Engine {
             let state = StepState::recovered(
                 now,
                 &found.segments,
+                on_disk.get(&id).copied().unwrap_or_default(),
                 found.finished,
                 settings.finalize_delay,
             );
@@ -186,25 +164,6 @@ impl Engine {
     /// The archive key of a step (see FORMAT.md).
     pub fn object_key(&self, id: StepId) -> String {
         format::object_key(&self.inner.settings.key_prefix, id)
-    }
-
-    /// The counters so far, and the steps tracked now.
-    pub fn stats(&self) -> EngineStats {
-        let c = &self.inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let (steps_tracked, steps_pending) = self.inner.steps.counts();
-        EngineStats {
-            appends: get(&c.appends),
-            entries_appended: get(&c.entries_appended),
-            spool_bytes_written: get(&c.spool_bytes_written),
-            spool_syncs: get(&c.spool_syncs),
-            archive_uploads: get(&c.archive_uploads),
-            archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
-            archive_failures: get(&c.archive_failures),
-            steps_tracked,
-            steps_pending,
-            open_spool_files: self.inner.spool.open_files(),
-        }
     }
 
     /// Flushes every appended line to disk now.
@@ -353,6 +312,7 @@ impl LogService for Engine {
     }
 
     async fn log_find_json(&self, step: &Step) -> Result<Vec<u8>, LogError> {
+        self.inner.counters.finds.fetch_add(1, Ordering::Relaxed);
         self.inner.find(StepId::of(step)?).await
     }
 
@@ -404,6 +364,7 @@ impl LogService for Engine {
     }
 
     async fn log_delete(&self, step: &Step) -> Result<(), LogError> {
+        self.inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(StepId::of(step)?).await
     }
 

@@ -7,7 +7,8 @@
 //! object again; reads merge object and spool, ordered by line, first write winning.
 //!
 //! Where things are: `engine.rs` (the [`Engine`] handle, start and stop, the write side),
-//! `shared.rs` (what the calls and the background loops share),
+//! `shared.rs` (what the calls and the background loops share), `stats.rs` (what operators
+//! are told),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
 //! `spool.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs` (time,
@@ -24,13 +25,15 @@ pub mod read;
 mod settings;
 mod shared;
 mod spool;
+mod stats;
 mod step;
 mod threads;
 
 pub use clock::{Clock, ManualClock};
-pub use engine::{Engine, EngineStats, StartError};
+pub use engine::{Engine, StartError};
 pub use read::read_step_log;
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
 };
+pub use stats::{EngineStats, Histogram, UPLOAD_LATENCY_BOUNDS};

@@ -38,8 +38,10 @@
 //! | field                          | changed by                                                                          |
 //! |--------------------------------|-------------------------------------------------------------------------------------|
 //! | `segment_len`, `last_append`   | an append (bytes acknowledged in `segment`, its time)                               |
+//! | `tail_since`                   | the first append into `segment` (the time of its oldest line)                       |
 //! | `finished_at`                  | the first StepFinished                                                              |
 //! | `segment`, `segment_len`       | sealing at the start of an archive run: a non-empty `segment` is closed, appends move to the next |
+//! | `sealed_bytes`, `sealed_since` | sealing (the closed segment's bytes and oldest line join them); cleared with the sealed segments |
 //! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
 //! | `first_segment`                | the sealed segments being removed after their object was verified                   |
 //! | all of them                    | recovery at start (a step found in the spool)                                       |
@@ -118,6 +120,38 @@ pub(crate) struct StepState {
     /// An archive object of this step may exist (we stored one, or the step predates this
     /// start). While false, the spool holds the whole log.
     maybe_archived: bool,
+    /// Acknowledged bytes in the sealed segments `first_segment..segment`.
+    sealed_bytes: u64,
+    /// When the oldest line of the sealed segments came (`None`: no sealed data).
+    sealed_since: Option<Instant>,
+    /// When the oldest line of `segment` came (`None`: it is empty).
+    tail_since: Option<Instant>,
+}
+
+/// A recovered step's segments as found on disk, for the spool figures (see
+/// [`crate::EngineStats`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OnDisk {
+    /// Their bytes.
+    pub(crate) bytes: u64,
+    /// The oldest line's age, as well as the disk tells it: since the last write of the
+    /// oldest segment.
+    pub(crate) age: Option<Duration>,
+}
+
+/// What the engine's steps add up to at one moment (see [`Steps::census`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Census {
+    /// Steps tracked.
+    pub(crate) tracked: usize,
+    /// Steps with lines in the spool that are not archived yet.
+    pub(crate) pending: usize,
+    /// Steps due for archiving, being archived, or waiting to retry.
+    pub(crate) queued: usize,
+    /// Acknowledged bytes in the spool, not archived yet.
+    pub(crate) bytes: u64,
+    /// When the oldest line not archived yet came.
+    pub(crate) oldest: Option<Instant>,
 }
 
 /// What the scheduler should do with a step now.
@@ -143,14 +177,18 @@ impl StepState {
             finished_at: None,
             archived_at: None,
             maybe_archived: false,
+            sealed_bytes: 0,
+            sealed_since: None,
+            tail_since: None,
         }
     }
 
-    /// A step found in the spool at start, with these `segments` on disk and whether its
-    /// StepFinished came before the stop.
+    /// A step found in the spool at start, with these `segments` on disk (`on_disk` of
+    /// them) and whether its StepFinished came before the stop.
     pub(crate) fn recovered(
         now: Instant,
         segments: &BTreeSet<u32>,
+        on_disk: OnDisk,
         finished: bool,
         finalize_delay: Duration,
     ) -> Self {
@@ -160,6 +198,9 @@ impl StepState {
             state.first_segment = *first;
             // Never append behind a repaired tail: new lines start a new segment.
             state.segment = last + 1;
+            state.sealed_bytes = on_disk.bytes;
+            let since = on_disk.age.and_then(|age| now.checked_sub(age));
+            state.sealed_since = Some(since.unwrap_or(now));
         }
         if finished {
             // Due now: the grace period passed while the addon was down.
@@ -195,6 +236,7 @@ impl StepState {
     pub(crate) fn appended(&mut self, bytes: u64, now: Instant) {
         self.segment_len += bytes;
         self.last_append = now;
+        self.tail_since.get_or_insert(now);
     }
 
     /// StepFinished came at `now`. Returns whether it is the first one.
@@ -272,7 +314,9 @@ impl StepState {
         if self.segment_len > 0 {
             closed = Some(self.segment);
             self.segment += 1;
+            self.sealed_bytes += self.segment_len;
             self.segment_len = 0;
+            self.sealed_since = self.sealed_since.or(self.tail_since.take());
         }
         (self.first_segment..self.segment, closed)
     }
@@ -285,6 +329,22 @@ impl StepState {
     /// The sealed segments before `end` were removed from the spool.
     pub(crate) fn sealed_removed(&mut self, end: u32) {
         self.first_segment = self.first_segment.max(end);
+        // Only an archive run seals, and it removes all it sealed.
+        if self.first_segment >= self.segment {
+            self.sealed_bytes = 0;
+            self.sealed_since = None;
+        }
+    }
+
+    /// Whether the step waits in the archive queue at `now`: due, being archived, or
+    /// waiting to retry.
+    fn queued(&self, now: Instant, settings: &EngineSettings) -> bool {
+        match self.phase {
+            Phase::Archiving { .. } => true,
+            Phase::Backoff { .. } => self.has_data(),
+            Phase::Idle => self.action(now, settings) == Action::Archive,
+            Phase::Removed => false,
+        }
     }
 
     /// The archive run ended at `now`, having stored the object or found nothing to store.
@@ -410,11 +470,25 @@ impl Steps {
         clean_up(segments)
     }
 
-    /// How many steps are tracked, and how many of them have lines not archived yet.
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    /// What the steps add up to at `now`: one pass, one step locked at a time.
+    pub(crate) fn census(&self, now: Instant, settings: &EngineSettings) -> Census {
         let slots: Vec<_> = lock(&self.map).values().cloned().collect();
-        let pending = slots.iter().filter(|s| s.state().has_data()).count();
-        (slots.len(), pending)
+        let mut census = Census {
+            tracked: slots.len(),
+            ..Census::default()
+        };
+        for slot in slots {
+            let state = slot.state();
+            if state.is_removed() || !state.has_data() {
+                continue;
+            }
+            census.pending += 1;
+            census.queued += usize::from(state.queued(now, settings));
+            census.bytes += state.sealed_bytes + state.segment_len;
+            let since = [state.sealed_since, state.tail_since].into_iter().flatten();
+            census.oldest = census.oldest.into_iter().chain(since).min();
+        }
+        census
     }
 }
 
@@ -520,5 +594,83 @@ mod tests {
         state.archive_succeeded(t0);
         state.start_archiving();
         assert!(state.is_removed());
+    }
+
+    /// The spool figures follow a step through a run: bytes and the oldest line's time stay
+    /// until the sealed segments are gone; lines that came during the run stay after it.
+    #[test]
+    fn census_counts_staged_bytes_the_oldest_line_and_the_queue() {
+        let s = settings();
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let steps = Steps::new([
+            (StepId::new(1).unwrap(), StepState::new(t0)),
+            (StepId::new(2).unwrap(), StepState::new(t0)),
+        ]);
+        let state = |id| steps.get(StepId::new(id).unwrap()).unwrap();
+        assert_eq!(
+            steps.census(t0, &s),
+            Census {
+                tracked: 2,
+                ..Census::default()
+            }
+        );
+
+        state(1).state().appended(100, at(1));
+        state(1).state().appended(50, at(2));
+        state(1).state().finished(at(2));
+        state(2).state().appended(7, at(3));
+        let census = steps.census(at(3), &s);
+        assert_eq!((census.pending, census.queued), (2, 0));
+        assert_eq!((census.bytes, census.oldest), (157, Some(at(1))));
+        // Step 1 is due 5 s after its last line; step 2 never finished.
+        assert_eq!(steps.census(at(7), &s).queued, 1);
+
+        let one = state(1);
+        let mut run = one.state();
+        run.start_archiving();
+        assert_eq!(run.seal(), (0..1, Some(0)));
+        run.appended(10, at(8));
+        drop(run);
+        let census = steps.census(at(8), &s);
+        assert_eq!((census.queued, census.bytes), (1, 167));
+        assert_eq!(census.oldest, Some(at(1)));
+
+        let mut run = one.state();
+        run.sealed_removed(1);
+        run.archive_succeeded(at(9));
+        drop(run);
+        let census = steps.census(at(9), &s);
+        assert_eq!((census.pending, census.queued), (2, 0));
+        assert_eq!((census.bytes, census.oldest), (17, Some(at(3))));
+
+        // A failed run keeps its sealed bytes and waits in the queue for the retry.
+        let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        let two = state(2);
+        let mut run = two.state();
+        run.start_archiving();
+        run.seal();
+        run.archive_failed(at(10), &backoff);
+        drop(run);
+        let census = steps.census(at(11), &s);
+        assert_eq!((census.queued, census.bytes), (1, 17));
+    }
+
+    #[test]
+    fn recovered_steps_count_what_the_disk_holds() {
+        let t0 = Instant::now();
+        let on_disk = OnDisk {
+            bytes: 4096,
+            age: Some(Duration::from_secs(60)),
+        };
+        let state = StepState::recovered(
+            t0 + Duration::from_secs(60),
+            &BTreeSet::from([3, 4]),
+            on_disk,
+            true,
+            Duration::from_secs(5),
+        );
+        assert_eq!((state.sealed_bytes, state.sealed_since), (4096, Some(t0)));
+        assert_eq!(state.tail(), (5, 0));
     }
 }

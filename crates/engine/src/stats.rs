@@ -1,0 +1,247 @@
+//! What the engine tells operators: [`EngineStats`], a snapshot of its counters and of its
+//! steps, which the binary renders as metrics (the engine itself knows no metrics format).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use logservice::StepId;
+
+use crate::engine::Engine;
+use crate::spool::{Recovered, Spool};
+use crate::step::{OnDisk, lock};
+
+/// Counters for operators and the benchmark, and the state of the spool and the archive
+/// queue at the moment they were taken.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// LogAppend calls that stored lines.
+    pub appends: u64,
+    /// Log entries those calls stored.
+    pub entries_appended: u64,
+    /// Bytes written to spool files.
+    pub spool_bytes_written: u64,
+    /// Spool files flushed to disk by the background sync.
+    pub spool_syncs: u64,
+    /// LogFind calls.
+    pub finds: u64,
+    /// LogDelete calls.
+    pub deletes: u64,
+    /// Archive objects stored.
+    pub archive_uploads: u64,
+    /// Compressed bytes of those objects.
+    pub archive_bytes_uploaded: u64,
+    /// Archive runs that failed (each is retried).
+    pub archive_failures: u64,
+    /// The same failures by cause: [`archive::StoreError::code`] for the store's, `io` and
+    /// `corrupt` for local ones (a few distinct values, never a key or a message).
+    pub archive_failures_by_code: BTreeMap<&'static str, u64>,
+    /// Time per archive upload, from the request to the end of its verification, successful
+    /// or not.
+    pub upload_latency: Histogram,
+    /// Steps the engine currently tracks (running, waiting for archiving, recently archived).
+    pub steps_tracked: usize,
+    /// Steps with lines in the spool that are not archived yet.
+    pub steps_pending: usize,
+    /// Steps waiting to be archived: due, being archived, or waiting to retry.
+    pub archive_queue: usize,
+    /// Bytes of log lines in the spool that are not archived yet.
+    pub spool_bytes: u64,
+    /// How long the oldest line not archived yet has waited (`None`: every line is
+    /// archived). After a restart, a recovered step counts from the last write of its oldest
+    /// spool file.
+    pub oldest_unarchived: Option<Duration>,
+    /// Spool files open right now.
+    pub open_spool_files: usize,
+}
+
+/// The upper bounds of [`EngineStats::upload_latency`]'s buckets: from a small object on a
+/// local server to a large one over a slow link with retries.
+pub const UPLOAD_LATENCY_BOUNDS: [Duration; 12] = [
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2500),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+/// A distribution of durations over fixed buckets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    /// The buckets' upper bounds, ascending.
+    pub bounds: &'static [Duration],
+    /// Observations per bucket: `counts[i]` fell in `(bounds[i-1], bounds[i]]`; the last
+    /// entry, one more than the bounds, counts those above every bound.
+    pub counts: Vec<u64>,
+    /// The sum of all observations.
+    pub sum: Duration,
+}
+
+impl Histogram {
+    /// The number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            bounds: &UPLOAD_LATENCY_BOUNDS,
+            counts: vec![0; UPLOAD_LATENCY_BOUNDS.len() + 1],
+            sum: Duration::ZERO,
+        }
+    }
+}
+
+/// The live upload-latency histogram behind [`EngineStats::upload_latency`]: atomic, so an
+/// archive run records without a lock.
+pub(crate) struct LatencyRecorder {
+    counts: [AtomicU64; UPLOAD_LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyRecorder {
+    /// Records one observation.
+    pub(crate) fn record(&self, elapsed: Duration) {
+        let bucket = UPLOAD_LATENCY_BOUNDS.partition_point(|bound| *bound < elapsed);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Histogram {
+        Histogram {
+            bounds: &UPLOAD_LATENCY_BOUNDS,
+            counts: self
+                .counts
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed))
+                .collect(),
+            sum: Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Archive failures by [`EngineStats::archive_failures_by_code`]'s codes.
+#[derive(Default)]
+pub(crate) struct FailureCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl FailureCounts {
+    /// Counts one failure of cause `code`.
+    pub(crate) fn add(&self, code: &'static str) {
+        *lock(&self.0).entry(code).or_default() += 1;
+    }
+
+    fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.0).clone()
+    }
+}
+
+/// The size and age of recovered steps' segments, read once at start so the spool figures
+/// include what a previous run left. A segment that cannot be read counts as empty: these
+/// are figures, never a reason not to start.
+pub(crate) fn measure_recovered(
+    spool: &Spool,
+    recovered: &BTreeMap<StepId, Recovered>,
+) -> HashMap<StepId, OnDisk> {
+    let wall_now = SystemTime::now();
+    let mut measured = HashMap::new();
+    for (id, found) in recovered {
+        let mut on_disk = OnDisk::default();
+        for segment in &found.segments {
+            let Ok(meta) = std::fs::metadata(spool.segment_path(*id, *segment)) else {
+                continue;
+            };
+            on_disk.bytes += meta.len();
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|at| wall_now.duration_since(at).ok());
+            on_disk.age = on_disk.age.into_iter().chain(age).max();
+        }
+        measured.insert(*id, on_disk);
+    }
+    measured
+}
+
+impl Engine {
+    /// The counters so far, and the steps, the spool and the archive queue now.
+    pub fn stats(&self) -> EngineStats {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let now = inner.clock.now();
+        let census = inner.steps.census(now, &inner.settings);
+        EngineStats {
+            appends: get(&c.appends),
+            entries_appended: get(&c.entries_appended),
+            spool_bytes_written: get(&c.spool_bytes_written),
+            spool_syncs: get(&c.spool_syncs),
+            finds: get(&c.finds),
+            deletes: get(&c.deletes),
+            archive_uploads: get(&c.archive_uploads),
+            archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
+            archive_failures: get(&c.archive_failures),
+            archive_failures_by_code: c.failures_by_code.snapshot(),
+            upload_latency: c.upload_latency.snapshot(),
+            steps_tracked: census.tracked,
+            steps_pending: census.pending,
+            archive_queue: census.queued,
+            spool_bytes: census.bytes,
+            oldest_unarchived: census
+                .oldest
+                .map(|since| now.saturating_duration_since(since)),
+            open_spool_files: inner.spool.open_files(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_that_holds_them() {
+        let recorder = LatencyRecorder::default();
+        recorder.record(Duration::from_millis(10)); // on the bound: that bucket
+        recorder.record(Duration::from_millis(11));
+        recorder.record(Duration::from_secs(600)); // above every bound
+        let histogram = recorder.snapshot();
+        assert_eq!(histogram.count(), 3);
+        assert_eq!(histogram.counts[0], 1);
+        assert_eq!(histogram.counts[1], 1);
+        assert_eq!(histogram.counts[UPLOAD_LATENCY_BOUNDS.len()], 1);
+        assert_eq!(histogram.sum, Duration::from_millis(600_021));
+        assert_eq!(Histogram::default().count(), 0);
+    }
+
+    #[test]
+    fn failures_are_counted_per_code() {
+        let failures = FailureCounts::default();
+        failures.add("NoSuchBucket");
+        failures.add("timeout");
+        failures.add("NoSuchBucket");
+        assert_eq!(
+            failures.snapshot(),
+            BTreeMap::from([("NoSuchBucket", 2), ("timeout", 1)])
+        );
+    }
+}
