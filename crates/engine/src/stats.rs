@@ -216,7 +216,20 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::time::Instant;
+
     use super::*;
+    use crate::backoff::Backoff;
+    use crate::settings::EngineSettings;
+    use crate::step::{Census, StepState, Steps};
+
+    fn settings() -> EngineSettings {
+        let mut s = EngineSettings::new("/unused");
+        s.finalize_delay = Duration::from_secs(5);
+        s.idle_timeout = Duration::from_secs(600);
+        s
+    }
 
     #[test]
     fn latencies_land_in_the_first_bucket_that_holds_them() {
@@ -243,5 +256,88 @@ mod tests {
             failures.snapshot(),
             BTreeMap::from([("NoSuchBucket", 2), ("timeout", 1)])
         );
+    }
+
+    /// The spool figures follow a step through a run: bytes and the oldest line's time stay
+    /// until the sealed segments are gone; lines that came during the run stay after it.
+    #[test]
+    fn census_counts_staged_bytes_the_oldest_line_and_the_queue() {
+        let s = settings();
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let steps = Steps::new([
+            (StepId::new(1).unwrap(), StepState::new(t0)),
+            (StepId::new(2).unwrap(), StepState::new(t0)),
+        ]);
+        let state = |id| steps.get(StepId::new(id).unwrap()).unwrap();
+        assert_eq!(
+            steps.census(t0, &s),
+            Census {
+                tracked: 2,
+                ..Census::default()
+            }
+        );
+
+        state(1).state().appended(100, at(1));
+        state(1).state().appended(50, at(2));
+        state(1).state().finished(at(2));
+        state(2).state().appended(7, at(3));
+        let census = steps.census(at(3), &s);
+        assert_eq!((census.pending, census.queued), (2, 0));
+        assert_eq!((census.bytes, census.oldest), (157, Some(at(1))));
+        // Step 1 is due 5 s after its last line; step 2 never finished.
+        assert_eq!(steps.census(at(7), &s).queued, 1);
+
+        let one = state(1);
+        let mut run = one.state();
+        run.start_archiving();
+        assert_eq!(run.seal(), (0..1, Some(0)));
+        run.appended(10, at(8));
+        drop(run);
+        let census = steps.census(at(8), &s);
+        assert_eq!((census.queued, census.bytes), (1, 167));
+        assert_eq!(census.oldest, Some(at(1)));
+
+        let mut run = one.state();
+        run.sealed_removed(1);
+        run.archive_succeeded(at(9));
+        drop(run);
+        let census = steps.census(at(9), &s);
+        assert_eq!((census.pending, census.queued), (2, 0));
+        assert_eq!((census.bytes, census.oldest), (17, Some(at(3))));
+
+        // A failed run keeps its sealed bytes and waits in the queue for the retry.
+        let backoff = Backoff::new(Duration::from_secs(60), Duration::from_secs(60));
+        let two = state(2);
+        let mut run = two.state();
+        run.start_archiving();
+        run.seal();
+        run.archive_failed(at(10), &backoff);
+        drop(run);
+        let census = steps.census(at(11), &s);
+        assert_eq!((census.queued, census.bytes), (1, 17));
+    }
+
+    #[test]
+    fn recovered_steps_count_what_the_disk_holds() {
+        let t0 = Instant::now();
+        let on_disk = OnDisk {
+            bytes: 4096,
+            age: Some(Duration::from_secs(60)),
+        };
+        let state = StepState::recovered(
+            t0 + Duration::from_secs(60),
+            &BTreeSet::from([3, 4]),
+            on_disk,
+            true,
+            Duration::from_secs(5),
+        );
+        assert_eq!(state.tail(), (5, 0));
+        let steps = Steps::new([(StepId::new(1).unwrap(), state)]);
+        let census = steps.census(
+            t0 + Duration::from_secs(60),
+            &EngineSettings::new("/unused"),
+        );
+        assert_eq!((census.bytes, census.oldest), (4096, Some(t0)));
     }
 }
