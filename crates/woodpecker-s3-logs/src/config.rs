@@ -8,7 +8,7 @@ use archive::{LocalDirStore, ObjectStore, S3Settings, S3Store};
 use engine::EngineSettings;
 use settings::{SettingError, Source};
 
-use crate::variables::ARCHIVE_DIR;
+use crate::variables::{ARCHIVE_DIR, ListenAddr, METRICS_ADDR};
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) engine: EngineSettings,
     /// Where finished logs go.
     pub(crate) backend: Backend,
+    /// Where Prometheus metrics are served; `None`: nowhere.
+    pub(crate) metrics_addr: Option<ListenAddr>,
 }
 
 impl Config {
@@ -39,7 +41,12 @@ impl Config {
                 None => default_archive_dir(&engine.spool_dir),
             }),
         };
-        Ok(Self { engine, backend })
+        let metrics_addr = METRICS_ADDR.read(source)?;
+        Ok(Self {
+            engine,
+            backend,
+            metrics_addr,
+        })
     }
 
     /// Connects the archive backend. Does not contact S3: an unreachable bucket must not stop

@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod get;
+mod metrics;
 mod serve;
 mod variables;
 
