@@ -14,12 +14,13 @@ mod variables;
 const HEADER: &str = "| variable | default | meaning |";
 
 /// Every declaration in the README's order: the S3 backend's (with the AWS chain), then the
-/// binary's archive directory, the engine's, and the binary's log level.
+/// binary's archive directory, the engine's, and the binary's log level and metrics address.
 fn declared() -> Vec<SettingDoc> {
     let mut rows = S3Settings::VARIABLES.to_vec();
     rows.push(variables::ARCHIVE_DIR.documented());
     rows.extend_from_slice(EngineSettings::VARIABLES);
     rows.push(variables::LOG_LEVEL.documented());
+    rows.push(variables::METRICS_ADDR.documented());
     rows
 }
 
