@@ -429,10 +429,7 @@ mod tests {
         assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"0.01\"}}")), "2");
         assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"0.5\"}}")), "2");
         assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"1\"}}")), "3");
-        assert_eq!(
-            sample(&text, &format!("{name}_bucket{{le=\"120\"}}")),
-            "3"
-        );
+        assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"120\"}}")), "3");
         assert_eq!(sample(&text, &format!("{name}_bucket{{le=\"+Inf\"}}")), "4");
         assert_eq!(sample(&text, &format!("{name}_count")), "4");
         assert_eq!(sample(&text, &format!("{name}_sum")), "130.815");
@@ -497,6 +494,22 @@ mod tests {
             );
         }
         assert!(parse(":0").unwrap_err().reason.contains("random port"));
+    }
+
+    /// `:PORT` listens on every interface, loopback included (IPv4 too where IPv6 is on).
+    #[tokio::test]
+    async fn all_interfaces_include_ipv4_loopback() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listener = bind(ListenAddr::AllInterfaces(port)).await.unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        accepted.await.unwrap().unwrap();
     }
 
     /// A port held by another process: after the wait for a previous addon, one error that

@@ -48,6 +48,11 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
         ("WOODPECKER_LOG_STORE_S3_SPOOL_SYNC", "sometimes"),
         ("WOODPECKER_LOG_STORE_S3_COMPRESSION_LEVEL", "99"),
         ("WOODPECKER_LOG_STORE_S3_LOG_LEVEL", "loud"),
+        ("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", "9464"),
+        (
+            "WOODPECKER_LOG_STORE_S3_METRICS_ADDR",
+            "metrics.internal:9464",
+        ),
     ] {
         let mut env = vec![(variable, value)];
         if variable == "WOODPECKER_LOG_STORE_S3_PATH_STYLE" {
@@ -64,6 +69,29 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
         let message = errors[0]["@message"].as_str().unwrap();
         assert!(message.contains(variable), "{message}");
     }
+}
+
+/// A metrics port that cannot be bound stops the start before the handshake, with one line
+/// naming the variable and its value (after waiting 5 s for a previous addon to let go).
+#[test]
+fn a_metrics_port_in_use_stops_the_start_naming_the_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = addon(&[("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", &addr)]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no handshake may be printed");
+    let errors: Vec<_> = hclog_lines(&output)
+        .into_iter()
+        .filter(|line| line["@level"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["@message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "invalid WOODPECKER_LOG_STORE_S3_METRICS_ADDR={addr}: cannot listen there"
+        )),
+        "{message}"
+    );
 }
 
 #[test]
