@@ -136,8 +136,8 @@ async fn serve(listener: TcpListener, engine: Weak<Engine>) {
         let engine = engine.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &engine);
-                async move { Ok::<_, Infallible>(response) }
+                let engine = engine.clone();
+                async move { Ok::<_, Infallible>(respond(&request, engine).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -156,7 +156,7 @@ async fn serve(listener: TcpListener, engine: Weak<Engine>) {
 }
 
 /// The answer to one request: the metrics, 404 elsewhere, 405 for other methods.
-fn respond(request: &Request<Incoming>, engine: &Weak<Engine>) -> Response<Full<Bytes>> {
+async fn respond(request: &Request<Incoming>, engine: Weak<Engine>) -> Response<Full<Bytes>> {
     if request.uri().path() != METRICS_PATH {
         return plain(
             StatusCode::NOT_FOUND,
@@ -182,7 +182,14 @@ fn respond(request: &Request<Incoming>, engine: &Weak<Engine>) -> Response<Full<
             "the log store is stopping\n",
         );
     };
-    match render(engine.stats(), openmetrics) {
+    // Counting the steps takes each one's lock in turn, and an append with
+    // `SPOOL_SYNC=always` holds its step's across an fsync: not on the archive thread.
+    let rendered =
+        match tokio::task::spawn_blocking(move || render(engine.stats(), openmetrics)).await {
+            Ok(rendered) => rendered.map_err(|e| e.to_string()),
+            Err(join) => Err(join.to_string()),
+        };
+    match rendered {
         Ok((body, content_type)) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response
