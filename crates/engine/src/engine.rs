@@ -24,14 +24,13 @@ use crate::format;
 use crate::settings::{EngineSettings, SyncMode};
 use crate::shared::{Counters, Shared, storage};
 use crate::spool::Spool;
-use crate::stats;
 use crate::step::{StepState, Steps, lock};
 use crate::threads::{Background, blocking};
 
 /// The store engine. Cheap to share behind an `Arc`; call [`Engine::shutdown`] for a clean
 /// stop (dropping it stops the background work too, without the final fsync).
 pub struct Engine {
-    pub(crate) inner: Arc<Shared>,
+    inner: Arc<Shared>,
     background: Background,
     stop: watch::Sender<Option<Duration>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -74,11 +73,10 @@ impl Engine {
     ) -> Result<Self, StartError> {
         let root = settings.spool_dir.clone();
         let max_open = settings.max_open_files;
-        let (spool, lock, recovered, on_disk) = blocking(move || {
+        let (spool, lock, recovered) = blocking(move || {
             let (spool, lock) = Spool::open(&root, max_open)?;
             let recovered = spool.recover()?;
-            let on_disk = stats::measure_recovered(&spool, &recovered);
-            Ok::<_, std::io::Error>((spool, lock, recovered, on_disk))
+            Ok::<_, std::io::Error>((spool, lock, recovered))
         })
         .await?;
 
@@ -91,7 +89,6 @@ impl Engine {
             let state = StepState::recovered(
                 now,
                 &found.segments,
-                on_disk.get(&id).copied().unwrap_or_default(),
                 found.finished,
                 settings.finalize_delay,
             );
@@ -131,6 +128,11 @@ impl Engine {
                 .handle()
                 .spawn(scheduler_loop(inner.clone(), passes, stop_rx)),
         ];
+        // The spool figures include what the previous run left; measured after the start,
+        // so a large spool does not delay it.
+        background
+            .handle()
+            .spawn(crate::stats::measure_recovered(inner.clone()));
         Ok(Self {
             inner,
             background,
@@ -164,6 +166,11 @@ impl Engine {
     /// The archive key of a step (see FORMAT.md).
     pub fn object_key(&self, id: StepId) -> String {
         format::object_key(&self.inner.settings.key_prefix, id)
+    }
+
+    /// The counters so far, and the steps, the spool and the archive queue now.
+    pub fn stats(&self) -> crate::EngineStats {
+        crate::stats::snapshot(&self.inner)
     }
 
     /// Flushes every appended line to disk now.

@@ -1,16 +1,15 @@
 //! What the engine tells operators: [`EngineStats`], a snapshot of its counters and of its
 //! steps, which the binary renders as metrics (the engine itself knows no metrics format).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use logservice::StepId;
-
-use crate::engine::Engine;
-use crate::spool::{Recovered, Spool};
+use crate::shared::Shared;
 use crate::step::{OnDisk, lock};
+use crate::threads::blocking;
 
 /// Counters for operators and the benchmark, and the state of the spool and the archive
 /// queue at the moment they were taken.
@@ -155,62 +154,72 @@ impl FailureCounts {
     }
 }
 
-/// The size and age of recovered steps' segments, read once at start so the spool figures
-/// include what a previous run left. A segment that cannot be read counts as empty: these
-/// are figures, never a reason not to start.
-pub(crate) fn measure_recovered(
-    spool: &Spool,
-    recovered: &BTreeMap<StepId, Recovered>,
-) -> HashMap<StepId, OnDisk> {
-    let wall_now = SystemTime::now();
-    let mut measured = HashMap::new();
-    for (id, found) in recovered {
-        let mut on_disk = OnDisk::default();
-        for segment in &found.segments {
-            let Ok(meta) = std::fs::metadata(spool.segment_path(*id, *segment)) else {
-                continue;
-            };
-            on_disk.bytes += meta.len();
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|at| wall_now.duration_since(at).ok());
-            on_disk.age = on_disk.age.into_iter().chain(age).max();
+/// Measures the segments each step found at start still has (size, and the age of the last
+/// write of the oldest), so the spool figures include what a previous run left. Runs beside
+/// the engine, one step at a time under its archive lock (so no run removes the files
+/// meanwhile). A segment that cannot be read counts as empty: these are figures, never a
+/// reason to fail.
+pub(crate) async fn measure_recovered(inner: Arc<Shared>) {
+    for (id, slot) in inner.steps.all() {
+        if slot.state().unmeasured().is_none() {
+            continue;
         }
-        measured.insert(*id, on_disk);
+        let _exclusive = slot.archive.lock().await;
+        let Some(segments) = slot.state().unmeasured() else {
+            continue; // archived or deleted meanwhile
+        };
+        let paths: Vec<PathBuf> = segments
+            .map(|segment| inner.spool.segment_path(id, segment))
+            .collect();
+        let on_disk = blocking(move || measure(&paths)).await;
+        slot.state().measured(on_disk, inner.clock.now());
     }
-    measured
 }
 
-impl Engine {
-    /// The counters so far, and the steps, the spool and the archive queue now.
-    pub fn stats(&self) -> EngineStats {
-        let inner = &self.inner;
-        let c = &inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let now = inner.clock.now();
-        let census = inner.steps.census(now, &inner.settings);
-        EngineStats {
-            appends: get(&c.appends),
-            entries_appended: get(&c.entries_appended),
-            spool_bytes_written: get(&c.spool_bytes_written),
-            spool_syncs: get(&c.spool_syncs),
-            finds: get(&c.finds),
-            deletes: get(&c.deletes),
-            archive_uploads: get(&c.archive_uploads),
-            archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
-            archive_failures: get(&c.archive_failures),
-            archive_failures_by_code: c.failures_by_code.snapshot(),
-            upload_latency: c.upload_latency.snapshot(),
-            steps_tracked: census.tracked,
-            steps_pending: census.pending,
-            archive_queue: census.queued,
-            spool_bytes: census.bytes,
-            oldest_unarchived: census
-                .oldest
-                .map(|since| now.saturating_duration_since(since)),
-            open_spool_files: inner.spool.open_files(),
-        }
+/// The bytes of the files at `paths`, and the age of the oldest write among them.
+fn measure(paths: &[PathBuf]) -> OnDisk {
+    let wall_now = SystemTime::now();
+    let mut on_disk = OnDisk::default();
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        on_disk.bytes += meta.len();
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|at| wall_now.duration_since(at).ok());
+        on_disk.age = on_disk.age.into_iter().chain(age).max();
+    }
+    on_disk
+}
+
+/// The counters so far, and the steps, the spool and the archive queue now.
+pub(crate) fn snapshot(inner: &Shared) -> EngineStats {
+    let c = &inner.counters;
+    let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let now = inner.clock.now();
+    let census = inner.steps.census(now, &inner.settings);
+    EngineStats {
+        appends: get(&c.appends),
+        entries_appended: get(&c.entries_appended),
+        spool_bytes_written: get(&c.spool_bytes_written),
+        spool_syncs: get(&c.spool_syncs),
+        finds: get(&c.finds),
+        deletes: get(&c.deletes),
+        archive_uploads: get(&c.archive_uploads),
+        archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
+        archive_failures: get(&c.archive_failures),
+        archive_failures_by_code: c.failures_by_code.snapshot(),
+        upload_latency: c.upload_latency.snapshot(),
+        steps_tracked: census.tracked,
+        steps_pending: census.pending,
+        archive_queue: census.queued,
+        spool_bytes: census.bytes,
+        oldest_unarchived: census
+            .oldest
+            .map(|since| now.saturating_duration_since(since)),
+        open_spool_files: inner.spool.open_files(),
     }
 }
 
@@ -223,6 +232,7 @@ mod tests {
     use crate::backoff::Backoff;
     use crate::settings::EngineSettings;
     use crate::step::{Census, StepState, Steps};
+    use logservice::StepId;
 
     fn settings() -> EngineSettings {
         let mut s = EngineSettings::new("/unused");
@@ -319,25 +329,44 @@ mod tests {
     }
 
     #[test]
-    fn recovered_steps_count_what_the_disk_holds() {
+    fn recovered_steps_count_what_the_disk_holds_once_measured() {
+        let s = settings();
         let t0 = Instant::now();
-        let on_disk = OnDisk {
-            bytes: 4096,
-            age: Some(Duration::from_secs(60)),
-        };
-        let state = StepState::recovered(
-            t0 + Duration::from_secs(60),
-            &BTreeSet::from([3, 4]),
-            on_disk,
-            true,
-            Duration::from_secs(5),
-        );
+        let now = t0 + Duration::from_secs(60);
+        let mut state = StepState::recovered(now, &BTreeSet::from([3, 4]), true, s.finalize_delay);
         assert_eq!(state.tail(), (5, 0));
-        let steps = Steps::new([(StepId::new(1).unwrap(), state)]);
-        let census = steps.census(
-            t0 + Duration::from_secs(60),
-            &EngineSettings::new("/unused"),
+        assert_eq!(state.unmeasured(), Some(3..5));
+        state.appended(10, now);
+        state.measured(
+            OnDisk {
+                bytes: 4096,
+                age: Some(Duration::from_secs(60)),
+            },
+            now,
         );
-        assert_eq!((census.bytes, census.oldest), (4096, Some(t0)));
+        assert_eq!(state.unmeasured(), None);
+        let steps = Steps::new([(StepId::new(1).unwrap(), state)]);
+        let census = steps.census(now, &s);
+        assert_eq!((census.bytes, census.oldest), (4106, Some(t0)));
+    }
+
+    /// Measuring the files themselves: sizes add up, the age is the oldest write's.
+    #[test]
+    fn measuring_reads_sizes_and_the_oldest_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, [0u8; 100]).unwrap();
+        std::fs::write(&b, [0u8; 23]).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let on_disk = measure(&[a, b, dir.path().join("gone")]);
+        assert_eq!(on_disk.bytes, 123);
+        let age = on_disk.age.unwrap();
+        assert!(age >= Duration::from_secs(3600) && age < Duration::from_secs(3700));
     }
 }

@@ -126,11 +126,13 @@ pub(crate) struct StepState {
     sealed_since: Option<Instant>,
     /// When the oldest line of `segment` came (`None`: it is empty).
     tail_since: Option<Instant>,
+    /// The segments found at start whose size is not counted in `sealed_bytes` yet.
+    unmeasured: Option<Range<u32>>,
 }
 
 /// A recovered step's segments as found on disk, for the spool figures (see
 /// [`crate::EngineStats`]).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct OnDisk {
     /// Their bytes.
     pub(crate) bytes: u64,
@@ -180,15 +182,15 @@ impl StepState {
             sealed_bytes: 0,
             sealed_since: None,
             tail_since: None,
+            unmeasured: None,
         }
     }
 
-    /// A step found in the spool at start, with these `segments` on disk (`on_disk` of
-    /// them) and whether its StepFinished came before the stop.
+    /// A step found in the spool at start, with these `segments` on disk and whether its
+    /// StepFinished came before the stop.
     pub(crate) fn recovered(
         now: Instant,
         segments: &BTreeSet<u32>,
-        on_disk: OnDisk,
         finished: bool,
         finalize_delay: Duration,
     ) -> Self {
@@ -198,9 +200,9 @@ impl StepState {
             state.first_segment = *first;
             // Never append behind a repaired tail: new lines start a new segment.
             state.segment = last + 1;
-            state.sealed_bytes = on_disk.bytes;
-            let since = on_disk.age.and_then(|age| now.checked_sub(age));
-            state.sealed_since = Some(since.unwrap_or(now));
+            // Their lines are at least as old as this start; see `measured`.
+            state.sealed_since = Some(now);
+            state.unmeasured = Some(state.first_segment..state.segment);
         }
         if finished {
             // Due now: the grace period passed while the addon was down.
@@ -333,7 +335,24 @@ impl StepState {
         if self.first_segment >= self.segment {
             self.sealed_bytes = 0;
             self.sealed_since = None;
+            self.unmeasured = None;
         }
+    }
+
+    /// The segments found at start that are still to be measured for the spool figures.
+    pub(crate) fn unmeasured(&self) -> Option<Range<u32>> {
+        self.unmeasured.clone()
+    }
+
+    /// The segments found at start hold `on_disk`, measured at `now`. The caller holds the
+    /// step's archive lock, so no run removed them meanwhile.
+    pub(crate) fn measured(&mut self, on_disk: OnDisk, now: Instant) {
+        if self.unmeasured.take().is_none() {
+            return;
+        }
+        self.sealed_bytes += on_disk.bytes;
+        let written = on_disk.age.and_then(|age| now.checked_sub(age));
+        self.sealed_since = self.sealed_since.into_iter().chain(written).min();
     }
 
     /// Whether the step waits in the archive queue at `now`: due, being archived, or
