@@ -92,9 +92,11 @@ async fn recovered_steps_count_in_the_spool_figures() {
     let written = h.engine.stats().spool_bytes_written;
     let h = h.restart(|_| {}).await;
     // Measured beside the engine after its start.
-    wait_until("the recovered step measured", Duration::from_secs(10), async || {
-        h.engine.stats().spool_bytes == written
-    })
+    wait_until(
+        "the recovered step measured",
+        Duration::from_secs(10),
+        async || h.engine.stats().spool_bytes == written,
+    )
     .await;
     let stats = h.engine.stats();
     assert_eq!(stats.steps_pending, 1);
