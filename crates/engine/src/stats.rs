@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::shared::Shared;
-use crate::step::{OnDisk, lock};
+use crate::step::lock;
 use crate::threads::blocking;
 
 /// Counters for operators and the benchmark, and the state of the spool and the archive
@@ -53,6 +53,32 @@ pub struct EngineStats {
     pub oldest_unarchived: Option<Duration>,
     /// Spool files open right now.
     pub open_spool_files: usize,
+}
+
+/// A recovered step's segments as found on disk, for the spool figures (see
+/// [`crate::EngineStats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OnDisk {
+    /// Their bytes.
+    pub(crate) bytes: u64,
+    /// The oldest line's age, as well as the disk tells it: since the last write of the
+    /// oldest segment.
+    pub(crate) age: Option<Duration>,
+}
+
+/// What the engine's steps add up to at one moment (see [`crate::step::Steps::census`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Census {
+    /// Steps tracked.
+    pub(crate) tracked: usize,
+    /// Steps with lines in the spool that are not archived yet.
+    pub(crate) pending: usize,
+    /// Steps due for archiving, being archived, or waiting to retry.
+    pub(crate) queued: usize,
+    /// Acknowledged bytes in the spool, not archived yet.
+    pub(crate) bytes: u64,
+    /// When the oldest line not archived yet came.
+    pub(crate) oldest: Option<Instant>,
 }
 
 /// The upper bounds of [`EngineStats::upload_latency`]'s buckets: from a small object on a
@@ -226,12 +252,11 @@ pub(crate) fn snapshot(inner: &Shared) -> EngineStats {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-    use std::time::Instant;
 
     use super::*;
     use crate::backoff::Backoff;
     use crate::settings::EngineSettings;
-    use crate::step::{Census, StepState, Steps};
+    use crate::step::{StepState, Steps};
     use logservice::StepId;
 
     fn settings() -> EngineSettings {

@@ -42,6 +42,7 @@
 //! | `finished_at`                  | the first StepFinished                                                              |
 //! | `segment`, `segment_len`       | sealing at the start of an archive run: a non-empty `segment` is closed, appends move to the next |
 //! | `sealed_bytes`, `sealed_since` | sealing (the closed segment's bytes and oldest line join them); cleared with the sealed segments |
+//! | `unmeasured`                   | recovery (the segments found); cleared once `stats.rs` measured them, or with the sealed segments |
 //! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
 //! | `first_segment`                | the sealed segments being removed after their object was verified                   |
 //! | all of them                    | recovery at start (a step found in the spool)                                       |
@@ -56,6 +57,7 @@ use logservice::StepId;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::settings::EngineSettings;
+use crate::stats::{Census, OnDisk};
 
 /// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
 /// must not take every later call down with it.
@@ -128,32 +130,6 @@ pub(crate) struct StepState {
     tail_since: Option<Instant>,
     /// The segments found at start whose size is not counted in `sealed_bytes` yet.
     unmeasured: Option<Range<u32>>,
-}
-
-/// A recovered step's segments as found on disk, for the spool figures (see
-/// [`crate::EngineStats`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OnDisk {
-    /// Their bytes.
-    pub(crate) bytes: u64,
-    /// The oldest line's age, as well as the disk tells it: since the last write of the
-    /// oldest segment.
-    pub(crate) age: Option<Duration>,
-}
-
-/// What the engine's steps add up to at one moment (see [`Steps::census`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Census {
-    /// Steps tracked.
-    pub(crate) tracked: usize,
-    /// Steps with lines in the spool that are not archived yet.
-    pub(crate) pending: usize,
-    /// Steps due for archiving, being archived, or waiting to retry.
-    pub(crate) queued: usize,
-    /// Acknowledged bytes in the spool, not archived yet.
-    pub(crate) bytes: u64,
-    /// When the oldest line not archived yet came.
-    pub(crate) oldest: Option<Instant>,
 }
 
 /// What the scheduler should do with a step now.
