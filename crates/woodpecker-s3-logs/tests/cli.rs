@@ -71,29 +71,6 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
     }
 }
 
-/// A metrics port that cannot be bound stops the start before the handshake, with one line
-/// naming the variable and its value (after waiting 5 s for a previous addon to let go).
-#[test]
-fn a_metrics_port_in_use_stops_the_start_naming_the_variable() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let output = addon(&[("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", &addr)]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(output.stdout.is_empty(), "no handshake may be printed");
-    let errors: Vec<_> = hclog_lines(&output)
-        .into_iter()
-        .filter(|line| line["@level"] == "error")
-        .collect();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    let message = errors[0]["@message"].as_str().unwrap();
-    assert!(
-        message.contains(&format!(
-            "invalid WOODPECKER_LOG_STORE_S3_METRICS_ADDR={addr}: cannot listen there"
-        )),
-        "{message}"
-    );
-}
-
 #[test]
 fn without_the_cookie_it_refuses_like_go_plugin() {
     let output = Command::new(BIN)

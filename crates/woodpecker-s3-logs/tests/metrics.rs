@@ -301,3 +301,43 @@ async fn archive_failures_are_labelled_with_the_s3_error_code() {
         plugin.kill().await.unwrap();
     }
 }
+
+/// A metrics port that cannot be bound stops the start before the handshake, with one hclog
+/// error line naming the variable and its value (after waiting 5 s for a previous addon to
+/// let go of the port).
+#[test]
+fn a_metrics_port_in_use_stops_the_start_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = std::process::Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TMPDIR", dir.path())
+        .env(
+            "WOODPECKER_LOG_STORE_S3_SPOOL_DIR",
+            dir.path().join("spool"),
+        )
+        .env("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", &addr)
+        .env(HANDSHAKE.magic_cookie_key, HANDSHAKE.magic_cookie_value)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty(), "no handshake may be printed");
+    let errors: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not hclog ({e}): {line}"))
+        })
+        .filter(|line: &serde_json::Value| line["@level"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0]["@message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "invalid WOODPECKER_LOG_STORE_S3_METRICS_ADDR={addr}: cannot listen there"
+        )),
+        "{message}"
+    );
+}
