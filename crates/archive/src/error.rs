@@ -37,6 +37,9 @@ pub enum StoreError {
         target: String,
         /// What went wrong, e.g. `AccessDenied: Access Denied (HTTP 403)`.
         detail: String,
+        /// The failure's name for metrics, e.g. `AccessDenied` or `timeout`; see
+        /// [`StoreError::code`].
+        code: &'static str,
         /// The SDK's error.
         source: BoxError,
     },
@@ -173,6 +176,36 @@ impl StoreError {
         }
     }
 
+    /// A short name of the failure, from a fixed set, for metric labels and alerts: never a
+    /// key, a path or a message, so a label keeps few distinct values.
+    ///
+    /// An S3 answer gives its error code when it is one S3 documents (`AccessDenied`,
+    /// `NoSuchBucket`, `SlowDown`, `InvalidAccessKeyId`, …; without a code the status:
+    /// `Forbidden`, `NotFound`, …; other codes `http_4xx` / `http_5xx`); a request without an
+    /// answer gives `timeout`, `dispatch` (the endpoint cannot be reached), `response` (the
+    /// answer could not be read), `credentials` or `construction`. Local failures give `io`,
+    /// `corrupt`, `invalid_key`, `no_region`, `ca_bundle`, `incomplete_response` or
+    /// `internal`; stores outside this crate `denied`, `transient` or `corrupt`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Request { code, .. } => code,
+            StoreError::Io { .. }
+            | StoreError::UploadSource { .. }
+            | StoreError::UploadSourceChanged { .. } => "io",
+            StoreError::InvalidKey { .. } | StoreError::InvalidPrefix { .. } => "invalid_key",
+            StoreError::NoRegion { .. } => "no_region",
+            StoreError::CaBundle { .. } => "ca_bundle",
+            StoreError::IncompleteResponse { .. } => "incomplete_response",
+            StoreError::Task { .. } => "internal",
+            StoreError::Corrupt { .. } => "corrupt",
+            StoreError::Other { kind, .. } => match kind {
+                ErrorKind::Denied => "denied",
+                ErrorKind::Transient => "transient",
+                ErrorKind::Corrupt => "corrupt",
+            },
+        }
+    }
+
     /// A refusal reported by a store outside this crate; `source`'s text is the message.
     pub fn denied(source: impl Into<BoxError>) -> Self {
         Self::other(ErrorKind::Denied, source)
@@ -270,5 +303,22 @@ mod tests {
         assert_eq!(err.to_string(), "503 SlowDown (test fault)");
         assert_eq!(StoreError::denied("no").kind(), ErrorKind::Denied);
         assert_eq!(StoreError::corrupt("bad").kind(), ErrorKind::Corrupt);
+    }
+
+    /// Metric labels: the class of a local failure, never its path or text.
+    #[test]
+    fn codes_name_the_class_without_the_details() {
+        let io_error = StoreError::io("/archive/secret-step", "open", io::Error::other("x"));
+        assert_eq!(io_error.code(), "io");
+        assert_eq!(
+            StoreError::corrupt_object("s3://b/k", "7 bytes").code(),
+            "corrupt"
+        );
+        assert_eq!(
+            StoreError::NoRegion { bucket: "b".into() }.code(),
+            "no_region"
+        );
+        assert_eq!(StoreError::transient("SlowDown").code(), "transient");
+        assert_eq!(StoreError::denied("AccessDenied").code(), "denied");
     }
 }

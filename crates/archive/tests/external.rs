@@ -40,6 +40,7 @@ async fn refuses_clearly(server: &External, bad_key_code: &str) {
         assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
         let text = err.to_string();
         assert!(text.contains("NoSuchBucket"), "{text}");
+        assert_eq!(err.code(), "NoSuchBucket", "{text}");
         assert!(text.contains("s3://no-such-bucket-for-tests/"), "{text}");
     }
 
@@ -55,6 +56,7 @@ async fn refuses_clearly(server: &External, bad_key_code: &str) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
     assert!(err.to_string().contains(bad_key_code), "{err}");
+    assert_eq!(err.code(), bad_key_code, "{err}");
     eprintln!("admin sees: {err}");
 }
 

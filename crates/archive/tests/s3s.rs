@@ -189,6 +189,7 @@ async fn failed_part_aborts_the_upload() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
+    assert_eq!(err.code(), "AccessDenied");
     let text = err.to_string();
     assert!(
         text.contains("s3://ci-logs/big: UploadPart 2: AccessDenied"),
@@ -213,6 +214,7 @@ async fn wrong_credentials_are_denied_with_the_reason() {
         let err = store.check().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
         assert!(err.to_string().contains(code), "{err}");
+        assert_eq!(err.code(), code);
         let err = store
             .put_file("a/b", &body, &log_meta("1"))
             .await
@@ -244,6 +246,7 @@ async fn missing_bucket_is_denied_naming_no_such_bucket() {
     ];
     for err in errors {
         assert_eq!(err.kind(), ErrorKind::Denied, "{err}");
+        assert_eq!(err.code(), "NoSuchBucket", "{err}");
         let text = err.to_string();
         assert!(
             text.contains("NoSuchBucket") && text.contains("s3://no-such-bucket/"),
@@ -272,6 +275,7 @@ async fn dead_and_silent_endpoints_fail_fast_as_transient() {
         err.to_string().contains("cannot reach the endpoint"),
         "{err}"
     );
+    assert_eq!(err.code(), "dispatch");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -294,6 +298,7 @@ async fn dead_and_silent_endpoints_fail_fast_as_transient() {
     let err = store.head("k").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
+    assert_eq!(err.code(), "timeout");
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "{:?}",

@@ -57,6 +57,26 @@ pub(crate) enum ArchiveError {
     RemoveSealed { key: String, source: std::io::Error },
 }
 
+impl ArchiveError {
+    /// The failure's cause for metrics, from a fixed set: the store's code
+    /// ([`StoreError::code`]), `io` for the local disk, `corrupt` for an object that is not
+    /// what was uploaded or a previous object that cannot be read.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            ArchiveError::ReadPrevious { source, .. } | ArchiveError::Upload { source, .. } => {
+                source.code()
+            }
+            ArchiveError::Build { source, .. }
+                if source.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                "corrupt"
+            }
+            ArchiveError::Build { .. } | ArchiveError::RemoveSealed { .. } => "io",
+            ArchiveError::Verify { .. } => "corrupt",
+        }
+    }
+}
+
 /// How a stored object differs from what was uploaded.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum VerifyError {
@@ -210,6 +230,7 @@ impl Shared {
                 self.counters
                     .archive_failures
                     .fetch_add(1, Ordering::Relaxed);
+                self.counters.failures_by_code.add(e.code());
                 let failures = slot.state().failures() + 1;
                 tracing::warn!(
                     step = %id,
@@ -292,6 +313,7 @@ impl Shared {
                 let meta = built.summary.to_meta(id);
                 // Even a failed upload may have stored the object.
                 slot.state().upload_started();
+                let upload_started = Instant::now();
                 let uploaded = match self.store.put_file(&key, built.file.path(), &meta).await {
                     Ok(info) => verify(&info, built.size, &built.summary).map_err(|source| {
                         ArchiveError::Verify {
@@ -306,6 +328,9 @@ impl Shared {
                         source,
                     }),
                 };
+                self.counters
+                    .upload_latency
+                    .record(upload_started.elapsed());
                 let (file, size, summary) = (built.file, built.size, built.summary);
                 // Recycling the file frees its blocks, which can take milliseconds (the
                 // file system may discard them on the device): never on the runtime.
@@ -404,6 +429,37 @@ mod tests {
             "removing archived spool segments: read-only"
         );
         assert!(std::error::Error::source(&remove).is_some());
+    }
+
+    /// Metric labels: the store's code, or the local class; never the key.
+    #[test]
+    fn archive_errors_have_bounded_codes() {
+        let key = "v1/001/1.ndjson.zst".to_string();
+        let upload = ArchiveError::Upload {
+            key: key.clone(),
+            store: "s3://b".into(),
+            source: StoreError::transient("503"),
+        };
+        assert_eq!(upload.code(), "transient");
+        let damaged = ArchiveError::Build {
+            key: key.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "bad zstd frame"),
+        };
+        assert_eq!(damaged.code(), "corrupt");
+        let full = ArchiveError::Build {
+            key: key.clone(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(full.code(), "io");
+        let verify = ArchiveError::Verify {
+            key,
+            store: "s3://b".into(),
+            source: VerifyError::Size {
+                stored: 1,
+                uploaded: 2,
+            },
+        };
+        assert_eq!(verify.code(), "corrupt");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -45,31 +45,6 @@ pub struct Engine {
     spool_lock: Arc<Mutex<Option<File>>>,
     /// Logs from before the switch; shared with the engine's state once the spool is open.
     legacy: Arc<OnceLock<LegacySources>>,
-}
-
-/// Counters for operators and the benchmark.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EngineStats {
-    /// LogAppend calls that stored lines.
-    pub appends: u64,
-    /// Log entries those calls stored.
-    pub entries_appended: u64,
-    /// Bytes written to spool files.
-    pub spool_bytes_written: u64,
-    /// Spool files flushed to disk by the background sync.
-    pub spool_syncs: u64,
-    /// Archive objects stored.
-    pub archive_uploads: u64,
-    /// Compressed bytes of those objects.
-    pub archive_bytes_uploaded: u64,
-    /// Archive runs that failed (each is retried).
-    pub archive_failures: u64,
-    /// Steps the engine currently tracks (running, waiting for archiving, recently archived).
-    pub steps_tracked: usize,
-    /// Steps with lines in the spool that are not archived yet.
-    pub steps_pending: usize,
-    /// Spool files open right now.
-    pub open_spool_files: usize,
 }
 
 /// Why the engine could not start.
@@ -232,26 +207,11 @@ impl Engine {
         format::object_key(&self.settings.key_prefix, id)
     }
 
-    /// The counters so far, and the steps tracked now (all zero until the spool is open).
-    pub fn stats(&self) -> EngineStats {
-        let Some(inner) = self.inner_now() else {
-            return EngineStats::default();
-        };
-        let c = &inner.counters;
-        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let (steps_tracked, steps_pending) = inner.steps.counts();
-        EngineStats {
-            appends: get(&c.appends),
-            entries_appended: get(&c.entries_appended),
-            spool_bytes_written: get(&c.spool_bytes_written),
-            spool_syncs: get(&c.spool_syncs),
-            archive_uploads: get(&c.archive_uploads),
-            archive_bytes_uploaded: get(&c.archive_bytes_uploaded),
-            archive_failures: get(&c.archive_failures),
-            steps_tracked,
-            steps_pending,
-            open_spool_files: inner.spool.open_files(),
-        }
+    /// The counters so far, and the steps, the spool and the archive queue now (all zero
+    /// until the spool is open).
+    pub fn stats(&self) -> crate::EngineStats {
+        self.inner_now()
+            .map_or_else(Default::default, |inner| crate::stats::snapshot(&inner))
     }
 
     /// Flushes every appended line to disk now (nothing to do before the spool is open).
@@ -412,7 +372,9 @@ impl LogService for Engine {
 
     async fn log_find_json(&self, step: &Step) -> Result<Vec<u8>, LogError> {
         let id = StepId::of(step)?;
-        self.inner().await?.find(id).await
+        let inner = self.inner().await?;
+        inner.counters.finds.fetch_add(1, Ordering::Relaxed);
+        inner.find(id).await
     }
 
     async fn log_append(&self, step: &Step, entries: Vec<LogEntry>) -> Result<(), LogError> {
@@ -462,7 +424,9 @@ impl LogService for Engine {
 
     async fn log_delete(&self, step: &Step) -> Result<(), LogError> {
         let id = StepId::of(step)?;
-        self.inner().await?.delete(id).await
+        let inner = self.inner().await?;
+        inner.counters.deletes.fetch_add(1, Ordering::Relaxed);
+        inner.delete(id).await
     }
 
     async fn step_finished(&self, step: &Step) {

@@ -8,7 +8,8 @@
 //!
 //! Where things are: `engine.rs` (the [`Engine`] handle, start and stop, the write side),
 //! `open.rs` (opening and recovering the spool in the background),
-//! `shared.rs` (what the calls and the background loops share),
+//! `shared.rs` (what the calls and the background loops share), `stats.rs` (what operators
+//! are told),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
 //! `legacy.rs` (logs from before the switch, read through), `spool.rs`, `spool/dir.rs`,
@@ -30,14 +31,16 @@ pub mod read;
 mod settings;
 mod shared;
 mod spool;
+mod stats;
 mod step;
 mod threads;
 
 pub use clock::{Clock, ManualClock};
-pub use engine::{Engine, EngineStats, StartError};
+pub use engine::{Engine, StartError};
 pub use read::{read_step_log, read_step_log_with_legacy};
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
 };
 pub use spool::SpoolDirError;
+pub use stats::{EngineStats, Histogram, UPLOAD_LATENCY_BOUNDS};

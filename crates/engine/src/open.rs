@@ -95,6 +95,8 @@ impl Opener {
         *lock(&self.lock) = Some(spool_lock);
 
         let inner = self.serve(spool, &recovered, started);
+        // The spool figures include what the previous run left (see `stats.rs`).
+        tokio::spawn(crate::stats::measure_recovered(inner.clone()));
         let loops = [
             tokio::spawn(sync_loop(inner.clone(), self.stop.clone())),
             tokio::spawn(scheduler_loop(

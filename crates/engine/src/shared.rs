@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::legacy::LegacySources;
 use crate::settings::EngineSettings;
 use crate::spool::Spool;
+use crate::stats::{FailureCounts, LatencyRecorder};
 use crate::step::Steps;
 
 /// The engine's state, behind an `Arc` that its calls and background loops hold.
@@ -43,6 +44,10 @@ pub(crate) struct Counters {
     pub(crate) archive_uploads: AtomicU64,
     pub(crate) archive_bytes_uploaded: AtomicU64,
     pub(crate) archive_failures: AtomicU64,
+    pub(crate) failures_by_code: FailureCounts,
+    pub(crate) upload_latency: LatencyRecorder,
+    pub(crate) finds: AtomicU64,
+    pub(crate) deletes: AtomicU64,
 }
 
 /// A failure of the spool or the archive, as the host receives it.

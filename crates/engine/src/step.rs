@@ -39,8 +39,11 @@
 //! | field                          | changed by                                                                          |
 //! |--------------------------------|-------------------------------------------------------------------------------------|
 //! | `segment_len`, `last_append`   | an append (bytes acknowledged in `segment`, its time)                               |
+//! | `tail_since`                   | the first append into `segment` (the time of its oldest line)                       |
 //! | `finished_at`                  | the first StepFinished                                                              |
 //! | `segment`, `segment_len`       | sealing at the start of an archive run: a non-empty `segment` is closed, appends move to the next |
+//! | `sealed_bytes`, `sealed_since` | sealing (the closed segment's bytes and oldest line join them); cleared with the sealed segments |
+//! | `unmeasured`                   | recovery (the segments found); cleared once `stats.rs` measured them, or with the sealed segments |
 //! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
 //! | `first_segment`                | the sealed segments being removed after their object was verified                   |
 //! | all of them                    | recovery at start (a step found in the spool)                                       |
@@ -55,6 +58,7 @@ use logservice::StepId;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::settings::EngineSettings;
+use crate::stats::{Census, OnDisk};
 
 /// Locks ignoring poison: the state stays consistent field by field, and a panic elsewhere
 /// must not take every later call down with it.
@@ -119,6 +123,14 @@ pub(crate) struct StepState {
     /// An archive object of this step may exist (we stored one, or the step predates this
     /// start). While false, the spool holds the whole log.
     maybe_archived: bool,
+    /// Acknowledged bytes in the sealed segments `first_segment..segment`.
+    sealed_bytes: u64,
+    /// When the oldest line of the sealed segments came (`None`: no sealed data).
+    sealed_since: Option<Instant>,
+    /// When the oldest line of `segment` came (`None`: it is empty).
+    tail_since: Option<Instant>,
+    /// The segments found at start whose size is not counted in `sealed_bytes` yet.
+    unmeasured: Option<Range<u32>>,
 }
 
 /// What the scheduler should do with a step now.
@@ -134,7 +146,7 @@ pub(crate) enum Action {
 
 impl StepState {
     /// A step first seen at `now`.
-    fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             phase: Phase::Idle,
             first_segment: 0,
@@ -144,6 +156,10 @@ impl StepState {
             finished_at: None,
             archived_at: None,
             maybe_archived: false,
+            sealed_bytes: 0,
+            sealed_since: None,
+            tail_since: None,
+            unmeasured: None,
         }
     }
 
@@ -161,6 +177,9 @@ impl StepState {
             state.first_segment = *first;
             // Never append behind a repaired tail: new lines start a new segment.
             state.segment = last + 1;
+            // Their lines are at least as old as this start; see `measured`.
+            state.sealed_since = Some(now);
+            state.unmeasured = Some(state.first_segment..state.segment);
         }
         if finished {
             // Due now: the grace period passed while the addon was down.
@@ -196,6 +215,7 @@ impl StepState {
     pub(crate) fn appended(&mut self, bytes: u64, now: Instant) {
         self.segment_len += bytes;
         self.last_append = now;
+        self.tail_since.get_or_insert(now);
     }
 
     /// StepFinished came at `now`. Returns whether it is the first one.
@@ -273,7 +293,9 @@ impl StepState {
         if self.segment_len > 0 {
             closed = Some(self.segment);
             self.segment += 1;
+            self.sealed_bytes += self.segment_len;
             self.segment_len = 0;
+            self.sealed_since = self.sealed_since.or(self.tail_since.take());
         }
         (self.first_segment..self.segment, closed)
     }
@@ -286,6 +308,39 @@ impl StepState {
     /// The sealed segments before `end` were removed from the spool.
     pub(crate) fn sealed_removed(&mut self, end: u32) {
         self.first_segment = self.first_segment.max(end);
+        // Only an archive run seals, and it removes all it sealed.
+        if self.first_segment >= self.segment {
+            self.sealed_bytes = 0;
+            self.sealed_since = None;
+            self.unmeasured = None;
+        }
+    }
+
+    /// The segments found at start that are still to be measured for the spool figures.
+    pub(crate) fn unmeasured(&self) -> Option<Range<u32>> {
+        self.unmeasured.clone()
+    }
+
+    /// The segments found at start hold `on_disk`, measured at `now`. The caller holds the
+    /// step's archive lock, so no run removed them meanwhile.
+    pub(crate) fn measured(&mut self, on_disk: OnDisk, now: Instant) {
+        if self.unmeasured.take().is_none() {
+            return;
+        }
+        self.sealed_bytes += on_disk.bytes;
+        let written = on_disk.age.and_then(|age| now.checked_sub(age));
+        self.sealed_since = self.sealed_since.into_iter().chain(written).min();
+    }
+
+    /// Whether the step waits in the archive queue at `now`: due, being archived, or
+    /// waiting to retry.
+    fn queued(&self, now: Instant, settings: &EngineSettings) -> bool {
+        match self.phase {
+            Phase::Archiving { .. } => true,
+            Phase::Backoff { .. } => self.has_data(),
+            Phase::Idle => self.action(now, settings) == Action::Archive,
+            Phase::Removed => false,
+        }
     }
 
     /// The archive run ended at `now`, having stored the object or found nothing to store.
@@ -411,11 +466,25 @@ impl Steps {
         clean_up(segments)
     }
 
-    /// How many steps are tracked, and how many of them have lines not archived yet.
-    pub(crate) fn counts(&self) -> (usize, usize) {
+    /// What the steps add up to at `now`: one pass, one step locked at a time.
+    pub(crate) fn census(&self, now: Instant, settings: &EngineSettings) -> Census {
         let slots: Vec<_> = lock(&self.map).values().cloned().collect();
-        let pending = slots.iter().filter(|s| s.state().has_data()).count();
-        (slots.len(), pending)
+        let mut census = Census {
+            tracked: slots.len(),
+            ..Census::default()
+        };
+        for slot in slots {
+            let state = slot.state();
+            if state.is_removed() || !state.has_data() {
+                continue;
+            }
+            census.pending += 1;
+            census.queued += usize::from(state.queued(now, settings));
+            census.bytes += state.sealed_bytes + state.segment_len;
+            let since = [state.sealed_since, state.tail_since].into_iter().flatten();
+            census.oldest = census.oldest.into_iter().chain(since).min();
+        }
+        census
     }
 }
 

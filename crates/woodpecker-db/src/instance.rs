@@ -75,7 +75,7 @@ pub enum MarkerError {
         key: String,
         /// The store's error.
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     /// The marker could not be staged for upload.
     #[error("the instance marker {key}: {source}")]
@@ -159,7 +159,7 @@ pub async fn claim_prefix(
     let key = marker_key(key_prefix);
     let store_error = |source| MarkerError::Store {
         key: key.clone(),
-        source,
+        source: Box::new(source),
     };
     let previous = match store.get(&key).await.map_err(store_error)? {
         None => None,

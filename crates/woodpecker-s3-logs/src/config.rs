@@ -10,7 +10,7 @@ use settings::{SettingError, Source};
 
 use woodpecker_db::DataSource;
 
-use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR};
+use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, ListenAddr, METRICS_ADDR};
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
@@ -35,6 +35,8 @@ pub(crate) struct Config {
     pub(crate) legacy_file_dir: Option<PathBuf>,
     /// Take over a prefix whose instance marker names another Woodpecker.
     pub(crate) adopt_prefix: bool,
+    /// Where Prometheus metrics are served; `None`: nowhere.
+    pub(crate) metrics_addr: Option<ListenAddr>,
 }
 
 impl Config {
@@ -54,6 +56,7 @@ impl Config {
             database: woodpecker_db::settings::database_from_source(source)?,
             legacy_file_dir: woodpecker_db::settings::legacy_file_dir(source)?,
             adopt_prefix: ADOPT_PREFIX.read(source)?.unwrap_or(false),
+            metrics_addr: METRICS_ADDR.read(source)?,
         })
     }
 

@@ -8,6 +8,7 @@ mod get;
 mod launch;
 mod legacy;
 mod limits;
+mod metrics;
 mod serve;
 mod variables;
 

@@ -84,6 +84,11 @@ pub(crate) fn run() -> ! {
                 }
             }
         });
+        if let Some(addr) = config.metrics_addr {
+            crate::metrics::start(engine.clone(), addr)
+                .await
+                .unwrap_or_else(|e| fail(&e.to_string()));
+        }
         // goplugin's serve ends on SIGTERM too; this second listener tells us it was that.
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -3,6 +3,8 @@
 //! Kept apart from `config.rs` so the README check (`tests/readme.rs`) can include the
 //! declarations without the rest of the binary.
 
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use goplugin::hclog::{self, LevelFilter};
@@ -36,6 +38,14 @@ pub(crate) const LOG_LEVEL: Setting<LevelFilter> = Setting {
     parse: parse_log_level,
 };
 
+/// Where Prometheus scrapes the addon's metrics; unset, no port is opened.
+pub(crate) const METRICS_ADDR: Setting<ListenAddr> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_METRICS_ADDR",
+    default: Described("unset: no metrics, no listener"),
+    doc: "serve Prometheus metrics at `http://ADDR/metrics`: `127.0.0.1:9464`, `[::1]:9464`, or `:9464` for all interfaces (as in Go); an address that cannot be bound stops the start, like any bad setting",
+    parse: parse_listen_addr,
+};
+
 /// The addon's own log level, falling back to the server's.
 pub(crate) const LOG_LEVEL_VARS: [&str; 2] = [LOG_LEVEL.name, "WOODPECKER_LOG_LEVEL"];
 
@@ -47,4 +57,49 @@ fn parse_log_level(variable: &str, value: &str) -> Result<LevelFilter, SettingEr
             "not a log level (use trace, debug, info, warn, error, fatal, panic or disabled)",
         )
     })
+}
+
+/// Where to listen, as [`METRICS_ADDR`] writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ListenAddr {
+    /// One address: `127.0.0.1:9464`, `[::1]:9464`, `localhost:9464` (IPv4 loopback).
+    Socket(SocketAddr),
+    /// Every interface, IPv6 and IPv4 (`:9464`, Go's notation).
+    AllInterfaces(u16),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Socket(addr) => addr.fmt(f),
+            ListenAddr::AllInterfaces(port) => write!(f, ":{port}"),
+        }
+    }
+}
+
+/// `HOST:PORT` with an IP address (or `localhost`), or `:PORT` for every interface. Host
+/// names other than `localhost` are refused rather than resolved: a listener belongs on an
+/// address of this machine, and the static binary has no resolver configuration to trust.
+fn parse_listen_addr(variable: &str, value: &str) -> Result<ListenAddr, SettingError> {
+    let text = value.trim();
+    let error = |reason: &str| SettingError::new(variable, value, reason);
+    let usage = "expected IP:PORT such as 127.0.0.1:9464 or [::1]:9464, or :PORT such as :9464 for all interfaces";
+    let addr = if let Some(port) = text.strip_prefix(':') {
+        ListenAddr::AllInterfaces(port.parse().map_err(|_| error(usage))?)
+    } else if let Some(port) = text.strip_prefix("localhost:") {
+        let port = port.parse().map_err(|_| error(usage))?;
+        ListenAddr::Socket(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+    } else {
+        ListenAddr::Socket(text.parse().map_err(|_| error(usage))?)
+    };
+    let port = match addr {
+        ListenAddr::Socket(addr) => addr.port(),
+        ListenAddr::AllInterfaces(port) => port,
+    };
+    if port == 0 {
+        return Err(error(
+            "port 0 would listen on a random port that Prometheus cannot know; name a port such as 9464",
+        ));
+    }
+    Ok(addr)
 }

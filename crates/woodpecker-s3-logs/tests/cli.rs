@@ -48,6 +48,11 @@ fn invalid_settings_stop_the_start_with_one_line_naming_the_variable() {
         ("WOODPECKER_LOG_STORE_S3_SPOOL_SYNC", "sometimes"),
         ("WOODPECKER_LOG_STORE_S3_COMPRESSION_LEVEL", "99"),
         ("WOODPECKER_LOG_STORE_S3_LOG_LEVEL", "loud"),
+        ("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", "9464"),
+        (
+            "WOODPECKER_LOG_STORE_S3_METRICS_ADDR",
+            "metrics.internal:9464",
+        ),
     ] {
         let mut env = vec![(variable, value)];
         if variable == "WOODPECKER_LOG_STORE_S3_PATH_STYLE" {

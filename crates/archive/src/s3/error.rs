@@ -19,18 +19,90 @@ pub(super) fn map_sdk_error<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let (kind, detail) = classify(&err);
+    let (kind, detail, code) = classify(&err);
     StoreError::Request {
         kind,
         request: request.to_owned(),
         target: target.to_owned(),
         detail,
+        code,
         source: Box::new(err),
     }
 }
 
-/// Denied or transient, and the text after `target: request: `.
-fn classify<E>(err: &SdkError<E, HttpResponse>) -> (ErrorKind, String)
+/// The S3 error codes a metric label may carry as they are: those of S3's error reference
+/// that this product can meet, plus the throttling names of AWS's SDKs. Any other code the
+/// server sends becomes `http_4xx` or `http_5xx`, so a label never takes arbitrary values.
+const KNOWN_S3_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccountProblem",
+    "AllAccessDisabled",
+    "AuthorizationHeaderMalformed",
+    "BadDigest",
+    "BadRequest",
+    "EntityTooLarge",
+    "EntityTooSmall",
+    "ExpiredToken",
+    "Forbidden",
+    "IncompleteBody",
+    "InternalError",
+    "InvalidAccessKeyId",
+    "InvalidArgument",
+    "InvalidBucketName",
+    "InvalidDigest",
+    "InvalidObjectState",
+    "InvalidPart",
+    "InvalidPartOrder",
+    "InvalidRequest",
+    "InvalidToken",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+    "MalformedXML",
+    "MethodNotAllowed",
+    "MissingContentLength",
+    "NoSuchBucket",
+    "NoSuchKey",
+    "NoSuchUpload",
+    "NotFound",
+    "NotImplemented",
+    "NotSignedUp",
+    "OperationAborted",
+    "PermanentRedirect",
+    "PreconditionFailed",
+    "QuotaExceeded",
+    "RequestTimeTooSkewed",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "SignatureDoesNotMatch",
+    "SlowDown",
+    "TemporaryRedirect",
+    "Throttling",
+    "ThrottlingException",
+    "TokenRefreshRequired",
+    "XAmzContentSHA256Mismatch",
+];
+
+/// The metric label of a service answer: its code if S3 documents it, else the status class.
+fn service_code(code: Option<&str>, status: u16) -> &'static str {
+    let code = code.or(match status {
+        301 => Some("PermanentRedirect"),
+        400 => Some("BadRequest"),
+        403 => Some("Forbidden"),
+        404 => Some("NotFound"),
+        _ => None,
+    });
+    if let Some(known) = code.and_then(|code| KNOWN_S3_CODES.iter().find(|k| **k == code)) {
+        return known;
+    }
+    match status {
+        400..=499 => "http_4xx",
+        500..=599 => "http_5xx",
+        _ => "http_other",
+    }
+}
+
+/// Denied or transient, the text after `target: request: `, and the metric label.
+fn classify<E>(err: &SdkError<E, HttpResponse>) -> (ErrorKind, String, &'static str)
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -49,7 +121,8 @@ where
         } else {
             ErrorKind::Denied
         };
-        return (kind, format!("{code}: {message} (HTTP {status})"));
+        let label = service_code(service.err().code(), status);
+        return (kind, format!("{code}: {message} (HTTP {status})"), label);
     }
     // Credentials come before the request is sent: a missing or refused identity is for
     // an admin to fix, a timed-out provider may pass.
@@ -65,22 +138,25 @@ where
             return (
                 kind,
                 format!("no usable AWS credentials: {}", error_chain(creds)),
+                "credentials",
             );
         }
         source = cause.source();
     }
-    let what = match err {
-        SdkError::TimeoutError(_) => "timed out",
-        SdkError::DispatchFailure(_) => "cannot reach the endpoint",
-        SdkError::ResponseError(_) => "unreadable response",
-        SdkError::ConstructionFailure(_) => "cannot build the request",
-        _ => "failed",
+    let (what, label) = match err {
+        SdkError::TimeoutError(_) => ("timed out", "timeout"),
+        // The SDK reports a connect timeout as a dispatch failure that says so.
+        SdkError::DispatchFailure(failure) if failure.is_timeout() => ("timed out", "timeout"),
+        SdkError::DispatchFailure(_) => ("cannot reach the endpoint", "dispatch"),
+        SdkError::ResponseError(_) => ("unreadable response", "response"),
+        SdkError::ConstructionFailure(_) => ("cannot build the request", "construction"),
+        _ => ("failed", "sdk"),
     };
     let kind = match err {
         SdkError::ConstructionFailure(_) => ErrorKind::Denied,
         _ => ErrorKind::Transient,
     };
-    (kind, format!("{what}: {}", error_chain(err)))
+    (kind, format!("{what}: {}", error_chain(err)), label)
 }
 
 /// An error and its causes on one line (`a: b: c`), each said once: the SDK's wrappers often
@@ -134,5 +210,18 @@ mod tests {
         assert!(!is_transient(403, "AccessDenied"));
         assert!(!is_transient(404, "NoSuchBucket"));
         assert!(!is_transient(400, "InvalidArgument"));
+    }
+
+    /// Metric labels stay within a fixed set whatever the server sends.
+    #[test]
+    fn service_codes_are_bounded() {
+        assert_eq!(service_code(Some("AccessDenied"), 403), "AccessDenied");
+        assert_eq!(service_code(Some("NoSuchBucket"), 404), "NoSuchBucket");
+        assert_eq!(service_code(Some("SlowDown"), 503), "SlowDown");
+        assert_eq!(service_code(None, 403), "Forbidden");
+        assert_eq!(service_code(None, 301), "PermanentRedirect");
+        assert_eq!(service_code(Some("Step 42 of s3://b/key"), 409), "http_4xx");
+        assert_eq!(service_code(Some("MadeUpByTheServer"), 502), "http_5xx");
+        assert_eq!(service_code(None, 302), "http_other");
     }
 }

@@ -366,6 +366,7 @@ impl ObjectStore for S3Store {
                 request: "GetObject".to_owned(),
                 target: self.target(&full_key),
                 detail: format!("reading the body: {}", error_chain(&e)),
+                code: "response",
                 source: Box::new(e),
             })?;
         let data = data.into_bytes().to_vec();
