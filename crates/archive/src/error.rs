@@ -131,6 +131,28 @@ pub enum StoreError {
         /// The decoding error, when there is one.
         source: Option<BoxError>,
     },
+    /// `DeleteObjects` answered that it could not delete this key.
+    #[error("{target}: DeleteObjects: {code}: {message}")]
+    KeyNotDeleted {
+        /// Denied or transient, from the error code.
+        kind: ErrorKind,
+        /// `s3://bucket/key`.
+        target: String,
+        /// The service's error code, e.g. `AccessDenied`.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// A batch request failed as a whole: each of its keys reports the request's failure.
+    #[error("{key}: {detail}")]
+    BatchFailed {
+        /// The key given.
+        key: String,
+        /// The request's class.
+        kind: ErrorKind,
+        /// The request's error text.
+        detail: String,
+    },
     /// A failure reported by a store implemented elsewhere (wrappers, test doubles), built
     /// with [`StoreError::denied`], [`StoreError::transient`] or [`StoreError::corrupt`].
     #[error("{source}")]
@@ -154,7 +176,10 @@ impl StoreError {
     /// Which class of failure this is: what a caller decides retries and alerts by.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Request { kind, .. } | StoreError::Other { kind, .. } => *kind,
+            StoreError::Request { kind, .. }
+            | StoreError::Other { kind, .. }
+            | StoreError::KeyNotDeleted { kind, .. }
+            | StoreError::BatchFailed { kind, .. } => *kind,
             StoreError::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
                     ErrorKind::Denied

@@ -14,4 +14,6 @@ mod store;
 pub use error::{BoxError, ErrorKind, StoreError};
 pub use local::LocalDirStore;
 pub use s3::{CaBundle, ChecksumMode, MAX_PART_SIZE, MIN_PART_SIZE, S3Settings, S3Store, Sse};
-pub use store::{ObjectInfo, ObjectMeta, ObjectStore};
+pub use store::{
+    DeleteFailure, ListPage, ListedObject, MAX_BATCH, ObjectInfo, ObjectMeta, ObjectStore,
+};

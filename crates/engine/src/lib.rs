@@ -27,6 +27,7 @@ mod spool;
 mod step;
 mod threads;
 
+pub use build::ObjectBuilder;
 pub use clock::{Clock, ManualClock};
 pub use engine::{Engine, EngineStats, StartError};
 pub use read::read_step_log;
