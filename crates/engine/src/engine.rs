@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use archive::ObjectStore;
@@ -21,6 +21,7 @@ use crate::archiver::scheduler_loop;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::format;
+use crate::legacy::LegacySources;
 use crate::settings::{EngineSettings, SyncMode};
 use crate::shared::{Counters, Shared, storage};
 use crate::spool::Spool;
@@ -142,6 +143,7 @@ impl Engine {
             steps: Steps::new(steps),
             counters: Counters::default(),
             clock,
+            legacy: OnceLock::new(),
         });
         let (stop, stop_rx) = watch::channel(None);
         let background = Background::start().map_err(StartError::Background)?;
@@ -166,6 +168,13 @@ impl Engine {
     /// (such as a start-up check of the bucket), so that it stays off the caller's threads.
     pub fn background(&self) -> &tokio::runtime::Handle {
         self.background.handle()
+    }
+
+    /// Adds the logs written before the switch: read through for steps with neither an
+    /// archive object nor spooled lines, and removed by `LogDelete`. Set it before serving;
+    /// it can be set once (`false` when it was set already).
+    pub fn set_legacy(&self, legacy: LegacySources) -> bool {
+        self.inner.legacy.set(legacy).is_ok()
     }
 
     /// The settings the engine runs with.
@@ -320,6 +329,14 @@ impl Shared {
         })
         .await
         .map_err(|e| storage(format!("cannot delete the staged log of step {id}: {e}")))?;
+        // The legacy copy last: if it cannot be removed now, the host reports the error and
+        // a retry finds nothing else left to delete.
+        if let Some(legacy) = self.legacy.get() {
+            legacy
+                .delete(id)
+                .await
+                .map_err(|e| storage(format!("cannot delete the legacy log of step {id}: {e}")))?;
+        }
         deleted
     }
 }

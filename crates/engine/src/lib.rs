@@ -10,7 +10,8 @@
 //! `shared.rs` (what the calls and the background loops share),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
-//! `spool.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs` (time,
+//! `legacy.rs` (logs from before the switch, read through), `spool.rs` and `pool.rs` (files
+//! on disk), `clock.rs`, `backoff.rs` and `threads.rs` (time,
 //! retries and where work runs).
 
 mod archiver;
@@ -19,6 +20,7 @@ mod build;
 mod clock;
 mod engine;
 pub mod format;
+pub mod legacy;
 mod pool;
 pub mod read;
 mod settings;
@@ -30,7 +32,7 @@ mod threads;
 pub use build::ObjectBuilder;
 pub use clock::{Clock, ManualClock};
 pub use engine::{Engine, EngineStats, StartError};
-pub use read::read_step_log;
+pub use read::{read_step_log, read_step_log_with_legacy};
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
     SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,

@@ -17,6 +17,7 @@ use archive::{ObjectInfo, ObjectStore};
 use logservice::{LogError, StepId};
 
 use crate::format::{self, RawRecord, RecordError};
+use crate::legacy::{LegacySources, entries_json};
 use crate::settings::EngineSettings;
 use crate::shared::{Shared, storage};
 use crate::spool::{list_segments, read_segment_raw};
@@ -82,6 +83,12 @@ impl Shared {
                 )));
             }
         };
+        if object.is_none()
+            && staged.is_empty()
+            && let Some(legacy) = self.legacy.get()
+        {
+            return read_through(legacy, id).await;
+        }
         splice(&*self.store, id, &key, staged, object).await
     }
 
@@ -115,6 +122,17 @@ pub async fn read_step_log(
     store: &dyn ObjectStore,
     id: StepId,
 ) -> Result<Vec<u8>, LogError> {
+    read_step_log_with_legacy(settings, store, None, id).await
+}
+
+/// [`read_step_log`], reading `legacy` when the step has neither an archive object nor
+/// spooled lines, as `LogFind` does.
+pub async fn read_step_log_with_legacy(
+    settings: &EngineSettings,
+    store: &dyn ObjectStore,
+    legacy: Option<&LegacySources>,
+    id: StepId,
+) -> Result<Vec<u8>, LogError> {
     let spool = settings.spool_dir.clone();
     let staged = blocking(move || {
         let mut staged = Staged::default();
@@ -132,7 +150,22 @@ pub async fn read_step_log(
             store.describe()
         ))
     })?;
+    if object.is_none()
+        && staged.is_empty()
+        && let Some(legacy) = legacy
+    {
+        return read_through(legacy, id).await;
+    }
     splice(store, id, &key, staged, object).await
+}
+
+/// A step the addon has never stored: its log as Woodpecker's own store kept it.
+async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, LogError> {
+    let entries = legacy
+        .find(id)
+        .await
+        .map_err(|e| storage(format!("cannot read the legacy log of step {id}: {e}")))?;
+    Ok(entries_json(&entries))
 }
 
 /// The step's log as LogFind's JSON: the archived object (if any) wins over the `staged`

@@ -1,8 +1,8 @@
 //! What the engine's calls and its background loops share: settings, store, spool, the
 //! steps' state, upload slots, counters, the schedule's clock and the retry backoff.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use archive::ObjectStore;
 use logservice::LogError;
@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::backoff::Backoff;
 use crate::clock::Clock;
+use crate::legacy::LegacySources;
 use crate::settings::EngineSettings;
 use crate::spool::Spool;
 use crate::step::Steps;
@@ -27,6 +28,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Clock,
     /// Retry delays of failed archive runs.
     pub(crate) backoff: Backoff,
+    /// Logs written before the switch, read through and deleted with the rest (set once,
+    /// by [`crate::Engine::set_legacy`]).
+    pub(crate) legacy: OnceLock<LegacySources>,
 }
 
 /// The counters behind [`crate::EngineStats`] (see there for each).

@@ -8,7 +8,9 @@ use archive::{LocalDirStore, ObjectStore, S3Settings, S3Store};
 use engine::EngineSettings;
 use settings::{SettingError, Source};
 
-use crate::variables::ARCHIVE_DIR;
+use woodpecker_db::DataSource;
+
+use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR};
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
@@ -26,6 +28,13 @@ pub(crate) struct Config {
     pub(crate) engine: EngineSettings,
     /// Where finished logs go.
     pub(crate) backend: Backend,
+    /// Woodpecker's database, when the inherited environment names one (or its default
+    /// SQLite file exists): read-through, `migrate`, `gc`, the instance marker.
+    pub(crate) database: Option<DataSource>,
+    /// Woodpecker's file log store directory from before the switch.
+    pub(crate) legacy_file_dir: Option<PathBuf>,
+    /// Take over a prefix whose instance marker names another Woodpecker.
+    pub(crate) adopt_prefix: bool,
 }
 
 impl Config {
@@ -39,7 +48,13 @@ impl Config {
                 None => default_archive_dir(&engine.spool_dir),
             }),
         };
-        Ok(Self { engine, backend })
+        Ok(Self {
+            engine,
+            backend,
+            database: woodpecker_db::settings::database_from_source(source)?,
+            legacy_file_dir: woodpecker_db::settings::legacy_file_dir(source)?,
+            adopt_prefix: ADOPT_PREFIX.read(source)?.unwrap_or(false),
+        })
     }
 
     /// Connects the archive backend. Does not contact S3: an unreachable bucket must not stop

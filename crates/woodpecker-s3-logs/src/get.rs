@@ -6,15 +6,22 @@ use logservice::{LogEntry, StepId};
 use settings::ProcessEnv;
 
 use crate::config::Config;
+use crate::legacy::Legacy;
 
 pub(crate) async fn run(step_id: i64, json: bool) -> Result<(), String> {
     let id = StepId::new(step_id).map_err(|e| e.to_string())?;
     let config = Config::from_source(&ProcessEnv).map_err(|e| e.to_string())?;
     let store = config.open_store().await?;
+    let legacy = Legacy::open(&config).sources();
     // Reads beside a running addon: no spool lock, no recovery, nothing changed.
-    let log = engine::read_step_log(&config.engine, &*store.object_store(), id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let log = engine::read_step_log_with_legacy(
+        &config.engine,
+        &*store.object_store(),
+        Some(&legacy),
+        id,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let written = if json {
         out.write_all(&log).and_then(|()| out.write_all(b"\n"))

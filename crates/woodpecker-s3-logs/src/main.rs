@@ -4,6 +4,7 @@
 mod config;
 mod demo;
 mod get;
+mod legacy;
 mod serve;
 mod variables;
 

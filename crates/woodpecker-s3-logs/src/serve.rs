@@ -9,7 +9,8 @@ use logservice::addon::{HANDSHAKE, LogHandler, PLUGIN_NAME};
 use settings::ProcessEnv;
 use tracing::level_filters::LevelFilter;
 
-use crate::config::Config;
+use crate::config::{Config, Store};
+use crate::legacy::{Legacy, StartCheck};
 use crate::variables::LOG_LEVEL_VARS;
 
 /// The largest gob message accepted from the host. Woodpecker's agents send batches of at most
@@ -49,6 +50,7 @@ pub(crate) fn run() -> ! {
         let engine = Engine::start(config.engine.clone(), store.object_store())
             .await
             .unwrap_or_else(|e| fail(&e.to_string()));
+        attach_legacy(&engine, &store, &config).await;
         engine.background().spawn(async move {
             match store.check().await {
                 Ok(()) => tracing::debug!("archive backend reachable"),
@@ -99,6 +101,40 @@ pub(crate) fn run() -> ! {
         }
         std::process::exit(code)
     })
+}
+
+/// Read-through and `LogDelete` of the logs from before the switch, and the instance
+/// marker. With no database and no file directory configured, nothing happens.
+async fn attach_legacy(engine: &Engine, store: &Store, config: &Config) {
+    let legacy = Legacy::open(config);
+    let sources = legacy.sources();
+    if sources.is_empty() {
+        return;
+    }
+    tracing::info!(legacy = %sources.describe(), "logs from before the switch are read through");
+    engine.set_legacy(sources);
+    let Some(db) = legacy.database else {
+        return;
+    };
+    match crate::legacy::check_at_start(&db, &*store.object_store(), config).await {
+        Ok(StartCheck::Done) => {}
+        Ok(StartCheck::Retry(reason)) => {
+            tracing::warn!(
+                error = %reason,
+                "Woodpecker's database is unavailable: reading logs from before the switch \
+                 fails until it answers (retrying in the background); new logs are stored \
+                 and archived as usual"
+            );
+            engine
+                .background()
+                .spawn(crate::legacy::retry_in_background(
+                    db,
+                    store.object_store(),
+                    config.clone(),
+                ));
+        }
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 fn fail(message: &str) -> ! {

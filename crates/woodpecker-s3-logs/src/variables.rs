@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use goplugin::hclog::{self, LevelFilter};
 use settings::DefaultValue::Described;
-use settings::{Setting, SettingError, parse_absolute_path};
+use settings::DefaultValue::Literal;
+use settings::{Setting, SettingError, parse_absolute_path, parse_bool};
 
 /// Where archives go when no bucket is configured.
 pub(crate) const ARCHIVE_DIR: Setting<PathBuf> = Setting {
@@ -15,6 +16,14 @@ pub(crate) const ARCHIVE_DIR: Setting<PathBuf> = Setting {
     default: Described("next to the spool"),
     doc: "archive directory when no bucket is set",
     parse: parse_absolute_path,
+};
+
+/// Take over a bucket prefix whose instance marker names another Woodpecker.
+pub(crate) const ADOPT_PREFIX: Setting<bool> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_ADOPT_PREFIX",
+    default: Literal("false"),
+    doc: "`true`: take over an archive prefix whose instance marker names another Woodpecker (after restoring or moving the server's database); the addon otherwise refuses to start there",
+    parse: parse_bool,
 };
 
 /// The addon's own log level. The addon reads it with [`hclog::level_from_env`] before

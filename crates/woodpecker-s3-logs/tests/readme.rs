@@ -14,12 +14,15 @@ mod variables;
 const HEADER: &str = "| variable | default | meaning |";
 
 /// Every declaration in the README's order: the S3 backend's (with the AWS chain), then the
-/// binary's archive directory, the engine's, and the binary's log level.
+/// binary's archive directory, the engine's, the binary's log level, Woodpecker's database
+/// (and the legacy file store) and the prefix takeover.
 fn declared() -> Vec<SettingDoc> {
     let mut rows = S3Settings::VARIABLES.to_vec();
     rows.push(variables::ARCHIVE_DIR.documented());
     rows.extend_from_slice(EngineSettings::VARIABLES);
     rows.push(variables::LOG_LEVEL.documented());
+    rows.extend_from_slice(woodpecker_db::settings::VARIABLES);
+    rows.push(variables::ADOPT_PREFIX.documented());
     rows
 }
 
