@@ -3,8 +3,11 @@
 
 mod config;
 mod demo;
+mod gc;
 mod get;
 mod legacy;
+mod migrate;
+mod progress;
 mod serve;
 mod variables;
 
@@ -30,6 +33,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move every log Woodpecker wrote before the switch (its database's log_entries, its
+    /// file store directory) into the archive; resumable, safe while Woodpecker runs.
+    Migrate(migrate::MigrateArgs),
+    /// Delete archived logs of steps Woodpecker deleted, and with --keep-days/--keep-last
+    /// those beyond retention (a dry run unless --apply).
+    Gc(gc::GcArgs),
 }
 
 fn main() {
@@ -41,6 +50,8 @@ fn main() {
     let level = match command {
         Cmd::Get { .. } => tracing::Level::WARN,
         Cmd::Demo => tracing::Level::INFO,
+        // Their progress and report are their output; the log says only what went wrong.
+        Cmd::Migrate(_) | Cmd::Gc(_) => tracing::Level::WARN,
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
@@ -53,6 +64,8 @@ fn main() {
         match command {
             Cmd::Demo => demo::run().await,
             Cmd::Get { step_id, json } => get::run(step_id, json).await,
+            Cmd::Migrate(args) => migrate::run(args).await,
+            Cmd::Gc(args) => gc::run(args).await,
         }
     });
     if let Err(message) = result {
