@@ -7,6 +7,7 @@ mod gc;
 mod get;
 mod legacy;
 mod migrate;
+mod prefix;
 mod progress;
 mod serve;
 mod variables;

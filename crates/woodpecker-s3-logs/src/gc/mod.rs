@@ -60,6 +60,7 @@ pub(crate) async fn run(args: GcArgs) -> Result<(), String> {
     let database = Database::connect(source)
         .await
         .map_err(|e| format!("cannot read Woodpecker's database: {e}"))?;
+    crate::prefix::ensure_ours(&database, &*store.object_store(), &config, args.apply).await?;
     let mut legacy: Vec<Arc<dyn LegacyLogs>> = vec![Arc::new(database.clone())];
     if let Some(dir) = &config.legacy_file_dir {
         legacy.push(Arc::new(FileStoreLogs::new(dir)));

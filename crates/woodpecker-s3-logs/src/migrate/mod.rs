@@ -86,6 +86,7 @@ pub(crate) async fn run(args: MigrateArgs) -> Result<(), String> {
             let db = Database::connect(source.clone())
                 .await
                 .map_err(|e| format!("cannot read Woodpecker's database: {e}"))?;
+            crate::prefix::ensure_ours(&db, &*object_store, &config, !args.dry_run).await?;
             Some(db)
         }
         None => None,
