@@ -84,3 +84,85 @@ impl Retention {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn step(state: &str, pipeline: Option<(&str, i64, i64, i64)>) -> StepFacts {
+        StepFacts {
+            step_id: 1,
+            step_state: state.to_owned(),
+            pipeline: pipeline.map(|(status, created_days_ago, newer, finished_ago)| {
+                PipelineFacts {
+                    id: 1,
+                    repo_id: 1,
+                    number: 1,
+                    status: status.to_owned(),
+                    created: NOW - created_days_ago * DAY,
+                    finished: NOW - finished_ago,
+                    newer,
+                }
+            }),
+        }
+    }
+
+    #[test]
+    fn deleted_steps_go_whatever_the_rules() {
+        assert_eq!(Retention::default().judge(None, NOW), Verdict::Orphan);
+        assert!(Verdict::Orphan.deletes() && Verdict::Expired.deletes());
+        assert!(!Verdict::Keep.deletes() && !Verdict::Running.deletes());
+    }
+
+    #[test]
+    fn running_work_is_never_touched() {
+        let rules = Retention {
+            keep_days: Some(1),
+            keep_last: Some(1),
+        };
+        let old = |status, finished_ago| Some((status, 400, 9, finished_ago));
+        assert_eq!(
+            rules.judge(Some(&step("running", old("success", 9_999))), NOW),
+            Verdict::Running
+        );
+        assert_eq!(
+            rules.judge(Some(&step("success", old("running", 9_999))), NOW),
+            Verdict::Running
+        );
+        assert_eq!(
+            rules.judge(Some(&step("success", old("blocked", 9_999))), NOW),
+            Verdict::Running
+        );
+        // Finished a minute ago: late lines may still come.
+        assert_eq!(
+            rules.judge(Some(&step("success", old("success", 60))), NOW),
+            Verdict::Running
+        );
+        assert_eq!(
+            rules.judge(Some(&step("success", old("success", 301))), NOW),
+            Verdict::Expired
+        );
+    }
+
+    #[test]
+    fn either_rule_keeps() {
+        let both = Retention {
+            keep_days: Some(30),
+            keep_last: Some(3),
+        };
+        let facts = |days, newer| step("failure", Some(("failure", days, newer, 9_999)));
+        assert_eq!(both.judge(Some(&facts(10, 50)), NOW), Verdict::Keep);
+        assert_eq!(both.judge(Some(&facts(100, 2)), NOW), Verdict::Keep);
+        assert_eq!(both.judge(Some(&facts(100, 3)), NOW), Verdict::Expired);
+        assert_eq!(both.judge(Some(&facts(31, 3)), NOW), Verdict::Expired);
+        // No rule: only deleted steps go.
+        assert_eq!(
+            Retention::default().judge(Some(&facts(1000, 1000)), NOW),
+            Verdict::Keep
+        );
+        // A step whose pipeline row is gone cannot be judged by age: kept.
+        assert_eq!(both.judge(Some(&step("success", None)), NOW), Verdict::Keep);
+    }
+}

@@ -93,7 +93,7 @@ pub(crate) async fn run(args: MigrateArgs) -> Result<(), String> {
     };
     let mut sources = Vec::new();
     if let Some(db) = &database {
-        sources.push(Source::Database(db.clone()));
+        sources.push(Source::Database(Box::new(db.clone())));
     }
     if let Some(dir) = &config.legacy_file_dir {
         if !dir.is_dir() {

@@ -16,8 +16,8 @@ const PAGE: usize = 5_000;
 /// One legacy store.
 #[derive(Clone)]
 pub(crate) enum Source {
-    /// Woodpecker's `log_entries`.
-    Database(Database),
+    /// Woodpecker's `log_entries` (boxed: the pool's options are large).
+    Database(Box<Database>),
     /// Woodpecker's file store directory.
     Files(FileStoreLogs),
 }
@@ -37,7 +37,7 @@ impl Source {
     /// The source as a [`LegacyLogs`].
     pub(crate) fn logs(&self) -> &dyn LegacyLogs {
         match self {
-            Source::Database(db) => db,
+            Source::Database(db) => &**db,
             Source::Files(files) => files,
         }
     }
