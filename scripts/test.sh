@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test of the project, on a fresh machine: installs what the tests need (Python S3
-# servers, Go modules), starts SeaweedFS and moto on 127.0.0.1, runs the Rust tests, builds
-# the release binary and runs the Go interop suite against it through go-plugin, the way
-# Woodpecker loads it, and the static (musl) build in a root shaped like Woodpecker's official
-# scratch image (as root, which CI is; skipped otherwise). Usage: bash scripts/test.sh
+# servers, PostgreSQL, MariaDB, Go modules), starts SeaweedFS, moto, PostgreSQL and MariaDB
+# on 127.0.0.1, runs the Rust tests, builds the release binary and runs the Go interop suite
+# against it through go-plugin, the way Woodpecker loads it, and the static (musl) build in
+# a root shaped like Woodpecker's official scratch image (as root, which CI is; skipped
+# otherwise). Usage: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,10 @@ step() { echo; echo "==> $*"; }
 
 step "starting S3-compatible test servers (SeaweedFS, moto) on 127.0.0.1"
 eval "$(scripts/s3/start.sh)"
-trap 'scripts/s3/stop.sh >/dev/null 2>&1 || true' EXIT
+trap 'scripts/s3/stop.sh >/dev/null 2>&1 || true; scripts/db/stop.sh >/dev/null 2>&1 || true' EXIT
+
+step "starting database test servers (PostgreSQL, MariaDB) on 127.0.0.1"
+eval "$(scripts/db/start.sh)"
 
 step "Rust tests"
 cargo test --workspace --locked

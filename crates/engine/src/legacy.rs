@@ -95,15 +95,21 @@ impl LegacySources {
         &self.sources
     }
 
-    /// The step's log from the first source that has one; empty when none has.
+    /// The step's log from the first source that has one; empty when none has. A source
+    /// that fails does not hide another's copy; its error is returned only when no other
+    /// source has the step (the answer might otherwise look complete while it is not).
     pub async fn find(&self, id: StepId) -> Result<Vec<LogEntry>, LegacyError> {
+        let mut first_error = None;
         for source in &self.sources {
-            let entries = source.find(id).await?;
-            if !entries.is_empty() {
-                return Ok(entries);
+            match source.find(id).await {
+                Ok(entries) if !entries.is_empty() => return Ok(entries),
+                Ok(_) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(Vec::new())
+        first_error.map_or(Ok(Vec::new()), Err)
     }
 
     /// Removes the step from every source; the first error is returned after all were

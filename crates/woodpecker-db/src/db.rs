@@ -19,8 +19,9 @@ use crate::sql::{MYSQL, POSTGRES, SQLITE};
 
 /// Connections at most: reads and deletes of one step at a time, plus `migrate`'s jobs.
 const MAX_CONNECTIONS: u32 = 8;
-/// How long a query waits for a connection (and so for an unreachable server).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a query waits for a connection (and so for an unreachable server: sqlx
+/// retries refused connections until then), unless the data source sets its own timeout.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections are closed after this, so the addon holds none between reads.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Rows removed per statement when deleting a step's log, so that a step with a million

@@ -50,8 +50,11 @@ impl DbError {
             sqlx::Error::Database(e) => {
                 // Authentication and "database does not exist" come back as database
                 // errors, but mean the server cannot be used at all yet.
+                // SQLSTATEs: PostgreSQL's invalid password / authorization and unknown
+                // database, MySQL's access denied; MySQL's unknown database only by text.
                 let code = e.code().unwrap_or_default();
-                matches!(code.as_ref(), "28P01" | "28000" | "3D000" | "1045" | "1049")
+                matches!(code.as_ref(), "28P01" | "28000" | "3D000")
+                    || e.message().starts_with("Unknown database")
                     || e.message().contains("unable to open database file")
             }
             _ => false,
@@ -68,8 +71,9 @@ fn is_missing_table(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(e) => {
             let code = e.code().unwrap_or_default();
-            // PostgreSQL undefined_table; MySQL ER_NO_SUCH_TABLE; SQLite's message.
-            code == "42P01" || code == "1146" || e.message().starts_with("no such table")
+            // SQLSTATEs of PostgreSQL's undefined_table and MySQL's ER_NO_SUCH_TABLE;
+            // SQLite has only its message.
+            code == "42P01" || code == "42S02" || e.message().starts_with("no such table")
         }
         _ => false,
     }

@@ -162,14 +162,51 @@ mod tests {
 
     #[test]
     fn errors_name_the_variable_and_mask_the_password() {
-        let err = database_from_source(&source(&[
-            (DATABASE_DRIVER.name, "mysql"),
-            (DATABASE_DATASOURCE.name, "wp:s3cret@tcp(db:port)/wp"),
-        ]))
-        .unwrap_err();
-        assert_eq!(err.variable, DATABASE_DATASOURCE.name);
-        let text = err.to_string();
-        assert!(text.contains("wp:***@tcp(db:port)/wp"), "{text}");
-        assert!(!text.contains("s3cret"), "{text}");
+        for (driver, dsn, shown, reason) in [
+            (
+                "mysql",
+                "wp:s3cret@tcp(db:port)/wp",
+                "wp:***@tcp(db:port)/wp",
+                "not a port number",
+            ),
+            (
+                "mysql",
+                "wp:s3cret@tcp(db)/wp?tls=custom",
+                "wp:***@tcp(db)/wp?tls=custom",
+                "named TLS configuration",
+            ),
+            (
+                "postgres",
+                "postgres://wp:s3cret@db/wp?sslmode=sometimes",
+                "postgres://wp:***@db/wp?sslmode=sometimes",
+                "expected disable",
+            ),
+            (
+                "postgres",
+                "host=db password=s3cret port=x",
+                "host=db password=*** port=x",
+                "not a port number",
+            ),
+            (
+                "sqlite3",
+                "file:/d/wp.db?_auth&_auth_user=a&_auth_pass=s3cret",
+                "_auth_pass=***",
+                "user authentication",
+            ),
+            ("sqlite3", "file::memory:", "file::memory:", "in-memory"),
+        ] {
+            let err = database_from_source(&source(&[
+                (DATABASE_DRIVER.name, driver),
+                (DATABASE_DATASOURCE.name, dsn),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.variable, DATABASE_DATASOURCE.name);
+            let text = err.to_string();
+            assert!(text.contains(shown), "{text}");
+            assert!(text.contains(reason), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        let err = database_from_source(&source(&[(DATABASE_DRIVER.name, "sqlite")])).unwrap_err();
+        assert_eq!(err.variable, DATABASE_DRIVER.name);
     }
 }

@@ -48,8 +48,10 @@ pub(crate) const POSTGRES: Statements = Statements {
                CAST(COALESCE(time, 0) AS BIGINT), CAST(COALESCE(line, 0) AS BIGINT), data, \
                CAST(COALESCE(type, 0) AS BIGINT) FROM log_entries \
                WHERE step_id = $1 AND line > $2 ORDER BY line, id LIMIT $3",
-    log_step_ids: "SELECT DISTINCT CAST(step_id AS BIGINT) FROM log_entries \
-                   WHERE step_id > $1 ORDER BY 1 LIMIT $2",
+    // `step_id` is BIGINT in xorm's schema: no cast, so the (step_id, line) index serves
+    // the DISTINCT and the ORDER BY.
+    log_step_ids: "SELECT DISTINCT step_id FROM log_entries \
+                   WHERE step_id > $1 ORDER BY step_id LIMIT $2",
     log_delete_batch: "DELETE FROM log_entries WHERE id IN \
                        (SELECT id FROM log_entries WHERE step_id = $1 LIMIT $2)",
     step_status: "SELECT CAST(COALESCE(state, '') AS TEXT), \
@@ -68,8 +70,8 @@ pub(crate) const MYSQL: Statements = Statements {
                CAST(COALESCE(time, 0) AS SIGNED), CAST(COALESCE(line, 0) AS SIGNED), data, \
                CAST(COALESCE(type, 0) AS SIGNED) FROM log_entries \
                WHERE step_id = ? AND line > ? ORDER BY line, id LIMIT ?",
-    log_step_ids: "SELECT DISTINCT CAST(step_id AS SIGNED) AS s FROM log_entries \
-                   WHERE step_id > ? ORDER BY s LIMIT ?",
+    log_step_ids: "SELECT DISTINCT step_id FROM log_entries \
+                   WHERE step_id > ? ORDER BY step_id LIMIT ?",
     // MySQL allows no LIMIT in an IN subquery, but a LIMIT on DELETE itself.
     log_delete_batch: "DELETE FROM log_entries WHERE step_id = ? LIMIT ?",
     step_status: "SELECT CAST(COALESCE(state, '') AS CHAR), \

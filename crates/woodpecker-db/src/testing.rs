@@ -11,7 +11,7 @@
 //! [`TestDb::woodpecker_log_find`] runs Woodpecker's own `LogFind` query, decoded column by
 //! column, as the reference the addon's reads are compared with.
 //!
-//! ```ignore
+//! ```text
 //! for db in TestDb::every().await {
 //!     db.append(7, &[entry(7, 0, b"hello")]).await.unwrap();
 //!     let env = db.env(); // WOODPECKER_DATABASE_DRIVER / _DATASOURCE for the addon

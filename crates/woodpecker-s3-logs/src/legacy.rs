@@ -59,8 +59,21 @@ pub(crate) enum StartCheck {
     /// Done (or nothing to do).
     Done,
     /// The database or the archive did not answer: retry in the background.
-    Retry(String),
+    Retry {
+        /// What this means for the admin.
+        consequence: &'static str,
+        /// The error.
+        reason: String,
+    },
 }
+
+/// The warning when the database cannot be read at start.
+const DATABASE_DOWN: &str = "Woodpecker's database is unavailable: reading logs from before \
+     the switch fails until it answers (retrying in the background); new logs are stored and \
+     archived as usual";
+/// The warning when only the marker could not be checked.
+const MARKER_UNCHECKED: &str = "the archive prefix's instance marker cannot be checked yet \
+     (retrying in the background); logs are stored and read as usual";
 
 /// Checks the database and claims the archive prefix for its Woodpecker instance. Errs
 /// only when the prefix belongs to another instance.
@@ -69,14 +82,25 @@ pub(crate) async fn check_at_start(
     store: &dyn ObjectStore,
     config: &Config,
 ) -> Result<StartCheck, MarkerError> {
+    let retry = |consequence, reason| {
+        Ok(StartCheck::Retry {
+            consequence,
+            reason,
+        })
+    };
     match tokio::time::timeout(START_CHECK, check_and_claim(db, store, config)).await {
         Ok(Ok(())) => Ok(StartCheck::Done),
         Ok(Err(e @ MarkerError::OtherInstance { .. })) => Err(e),
-        Ok(Err(e)) => Ok(StartCheck::Retry(e.to_string())),
-        Err(_) => Ok(StartCheck::Retry(format!(
-            "{} did not answer within {START_CHECK:?}",
-            db.describe()
-        ))),
+        Ok(Err(e @ MarkerError::Database(_))) => retry(DATABASE_DOWN, e.to_string()),
+        Ok(Err(e)) => retry(MARKER_UNCHECKED, e.to_string()),
+        Err(_) => retry(
+            DATABASE_DOWN,
+            format!(
+                "{} or the archive ({}) did not answer within {START_CHECK:?}",
+                db.describe(),
+                store.describe()
+            ),
+        ),
     }
 }
 
@@ -92,7 +116,10 @@ pub(crate) async fn retry_in_background(db: Database, store: Arc<dyn ObjectStore
                 tracing::info!(database = %db.describe(), "Woodpecker's database is reachable: read-through of logs from before the switch works");
                 return;
             }
-            Err(e @ MarkerError::OtherInstance { .. }) => tracing::error!(error = %e),
+            Err(e @ MarkerError::OtherInstance { .. }) => tracing::error!(
+                error = %e,
+                "the archive prefix belongs to another Woodpecker instance; logs of both may mix"
+            ),
             Err(e) => tracing::debug!(error = %e, "Woodpecker's database still unavailable"),
         }
         wait = (wait * 2).min(RETRY_MAX);

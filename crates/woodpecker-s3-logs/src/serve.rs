@@ -118,13 +118,11 @@ async fn attach_legacy(engine: &Engine, store: &Store, config: &Config) {
     };
     match crate::legacy::check_at_start(&db, &*store.object_store(), config).await {
         Ok(StartCheck::Done) => {}
-        Ok(StartCheck::Retry(reason)) => {
-            tracing::warn!(
-                error = %reason,
-                "Woodpecker's database is unavailable: reading logs from before the switch \
-                 fails until it answers (retrying in the background); new logs are stored \
-                 and archived as usual"
-            );
+        Ok(StartCheck::Retry {
+            consequence,
+            reason,
+        }) => {
+            tracing::warn!(error = %reason, "{consequence}");
             engine
                 .background()
                 .spawn(crate::legacy::retry_in_background(
