@@ -417,3 +417,43 @@ fn children_peak_rss_kib() -> u64 {
     assert_eq!(done, 0);
     usage.ru_maxrss as u64
 }
+
+/// How long one delete statement of `--delete-source` holds the table, per batch size: the
+/// statement `migrate` runs, on a table of 300,000 rows (30 steps of 10,000 lines), on every
+/// database available. Chooses `--delete-batch`'s default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn measure_delete_batch_sizes() {
+    for db in TestDb::every().await {
+        let steps = 30;
+        for step in 1..=steps {
+            let entries: Vec<LogEntry> = (0..10_000).map(|l| line(step, l)).collect();
+            db.append(step, &entries).await.unwrap();
+        }
+        let mut step = 0;
+        for batch in [1_000u64, 5_000, 20_000, 100_000] {
+            let (mut longest, mut total, mut statements) = (Duration::ZERO, Duration::ZERO, 0);
+            // Six steps (60,000 rows) per batch size.
+            for _ in 0..6 {
+                step += 1;
+                loop {
+                    let started = Instant::now();
+                    let deleted = db.database().log_delete_batch(step, batch).await.unwrap();
+                    let took = started.elapsed();
+                    longest = longest.max(took);
+                    total += took;
+                    statements += 1;
+                    if deleted < batch {
+                        break;
+                    }
+                }
+            }
+            eprintln!(
+                "MEASURED {}: --delete-batch {batch}: {statements} statements, longest {longest:.1?}, mean {:.1?}, {:.0} rows/s",
+                db.driver,
+                total / statements,
+                60_000.0 / total.as_secs_f64()
+            );
+        }
+    }
+}
