@@ -147,25 +147,30 @@ impl Writer {
         format::object_key(&self.key_prefix, id)
     }
 
-    /// Whether the step's object already holds `shape` (then the step is done), by a HEAD.
+    /// Whether the step's object already holds `shape` (then the step is done), by a HEAD:
+    /// `Ok(Some(size))` when it does.
     pub(crate) async fn already_archived(
         &self,
         id: StepId,
         shape: &LegacyShape,
     ) -> Result<Option<u64>, WriteError> {
+        Ok(match self.existing(id).await? {
+            Some(info) if shape.held_by(&info.meta) => Some(info.size),
+            _ => None,
+        })
+    }
+
+    /// The step's object's size and metadata, if it exists.
+    async fn existing(&self, id: StepId) -> Result<Option<archive::ObjectInfo>, WriteError> {
         let key = self.key(id);
-        let info = self
-            .store
+        self.store
             .head(&key)
             .await
             .map_err(|source| WriteError::ReadObject {
                 key,
                 store: self.store.describe(),
                 source,
-            })?;
-        Ok(info
-            .filter(|info| shape.held_by(&info.meta))
-            .map(|info| info.size))
+            })
     }
 
     /// Migrates one step: skipped when its object already holds `shape`, else the legacy
@@ -181,21 +186,28 @@ impl Writer {
         S: Stream<Item = Result<LogEntry, E>>,
         E: Into<BoxError>,
     {
-        if let Some(bytes) = self.already_archived(id, shape).await? {
-            return Ok(Outcome::AlreadyArchived { bytes });
+        let existing = self.existing(id).await?;
+        if let Some(info) = &existing
+            && shape.held_by(&info.meta)
+        {
+            return Ok(Outcome::AlreadyArchived { bytes: info.size });
         }
         let key = self.key(id);
         let store_name = || self.store.describe();
-        let previous = self
-            .store
-            .get(&key)
-            .await
-            .map_err(|source| WriteError::ReadObject {
-                key: key.clone(),
-                store: store_name(),
-                source,
-            })?
-            .map(|(bytes, _)| bytes);
+        // Most steps have no object yet: the HEAD said so, no GET needed.
+        let previous = match existing {
+            None => None,
+            Some(_) => self
+                .store
+                .get(&key)
+                .await
+                .map_err(|source| WriteError::ReadObject {
+                    key: key.clone(),
+                    store: store_name(),
+                    source,
+                })?
+                .map(|(bytes, _)| bytes),
+        };
         let merged = previous.is_some();
 
         // The builder runs on a blocking thread (it sorts, spills and compresses); entries
