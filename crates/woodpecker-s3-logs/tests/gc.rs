@@ -338,3 +338,47 @@ fn retention_options_must_be_positive() {
         assert!(text.contains(option) && text.contains('0'), "{text}");
     }
 }
+
+/// One prefix, one Woodpecker: `gc --apply` marks the prefix for its database; another
+/// database's `gc` and `migrate` (dry runs too) refuse it, deleting and writing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_woodpeckers_prefix_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = Archive::local(work.path());
+    let ours = TestDb::sqlite().await;
+    let theirs = TestDb::sqlite().await;
+    for (db, byte) in [(&ours, "11"), (&theirs, "22")] {
+        db.set_server_config(woodpecker_db::instance::SIGNATURE_KEY, &byte.repeat(64))
+            .await;
+    }
+    put_object(&*archive.store, work.path(), 5).await;
+    std::fs::create_dir_all(tools::spool(work.path())).unwrap();
+    run(
+        &mut command(work.path(), &ours, &archive, &["gc", "--apply"]),
+        0,
+    );
+    let marker = woodpecker_db::instance::marker_key("");
+    assert!(archive.store.head(&marker).await.unwrap().is_some());
+    assert!(archive.keys().await.is_empty(), "step 5 is not in `ours`");
+
+    put_object(&*archive.store, work.path(), 5).await;
+    for args in [
+        &["gc"][..],
+        &["gc", "--apply"],
+        &["migrate", "--dry-run"],
+        &["migrate"],
+    ] {
+        let output = run(&mut command(work.path(), &theirs, &archive, args), 1);
+        let text = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            text.contains("belongs to another Woodpecker instance")
+                && text.contains("WOODPECKER_LOG_STORE_S3_ADOPT_PREFIX"),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(
+        archive.keys().await.len(),
+        1,
+        "the refused runs changed the archive"
+    );
+}
