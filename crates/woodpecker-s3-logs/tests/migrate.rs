@@ -457,3 +457,66 @@ async fn measure_delete_batch_sizes() {
         }
     }
 }
+
+/// From Woodpecker's file store: `<step id>.json` files (batches appended as they came,
+/// out of order and with an agent's retried batch) become objects ordered by line, the
+/// first written of a line winning; a file written to minutes ago is left alone;
+/// `--delete-source` removes the migrated files only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_from_the_file_store() {
+    let db = TestDb::sqlite().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut archive = Archive::local(work.path());
+    let files = work.path().join("woodpecker-logs");
+    std::fs::create_dir(&files).unwrap();
+    archive.env.insert(
+        "WOODPECKER_LOG_STORE_S3_LEGACY_FILE_DIR".into(),
+        files.to_string_lossy().into_owned(),
+    );
+    db.add_pipeline(1, 1, 1, "success", now() - 7200).await;
+    let write = |step: i64, entries: &[LogEntry], age: Duration| {
+        let mut text = Vec::new();
+        for entry in entries {
+            logservice::push_entry(entry, &mut text);
+            text.push(b'\n');
+        }
+        let path = files.join(format!("{step}.json"));
+        std::fs::write(&path, text).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+    };
+    let hour = Duration::from_secs(3600);
+    db.add_step(7, 1, 1, "success", now() - 3600).await;
+    let mut retried = line(7, 1);
+    retried.data = Some(b"resent by the agent".to_vec());
+    write(
+        7,
+        &[
+            line(7, 2),
+            line(7, 3),
+            line(7, 0),
+            line(7, 1),
+            retried,
+            line(7, 4),
+        ],
+        hour,
+    );
+    db.add_step(8, 1, 2, "success", now() - 3600).await;
+    write(8, &[line(8, 0)], Duration::from_secs(10)); // still being written to
+
+    let output = run(
+        &mut command(work.path(), &db, &archive, &["migrate", "--delete-source"]),
+        0,
+    );
+    let text = stdout(&output);
+    assert!(
+        text.contains("legacy copies deleted: 0 rows, 1 files"),
+        "{text}"
+    );
+    let expected = tools::json_array(&[line(7, 0), line(7, 1), line(7, 2), line(7, 3), line(7, 4)]);
+    assert!(archive.log_json(7).await.unwrap() == expected);
+    assert!(archive.log_json(8).await.is_none());
+    assert!(!files.join("7.json").exists());
+    assert!(files.join("8.json").exists());
+}
