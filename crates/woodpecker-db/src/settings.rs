@@ -30,8 +30,8 @@ pub const DATABASE_DATASOURCE: Setting<String> = Setting {
 pub const DATABASE_DATASOURCE_FILE: Setting<PathBuf> = Setting {
     name: "WOODPECKER_DATABASE_DATASOURCE_FILE",
     default: Described("unset"),
-    doc: "Woodpecker's own setting, inherited: a file holding the data source (a secret mount)",
-    parse: parse_absolute_path,
+    doc: "Woodpecker's own setting, inherited: a file holding the data source (a secret mount); wins over the variable, which is used (with a warning) when the file cannot be read, as Woodpecker does",
+    parse: |_, value| Ok(PathBuf::from(value.trim())),
 };
 
 /// The directory of Woodpecker's file log store, read through and migrated like the
@@ -59,14 +59,24 @@ pub const VARIABLES: &[SettingDoc] = &[
 /// file does not exist (so nothing changes for an addon run apart from a Woodpecker).
 pub fn database_from_source(source: &impl Source) -> Result<Option<DataSource>, SettingError> {
     let driver = DATABASE_DRIVER.read(source)?;
-    let (variable, text) = if let Some(path) = DATABASE_DATASOURCE_FILE.read(source)? {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            SettingError::new(
-                DATABASE_DATASOURCE_FILE.name,
-                &path.display().to_string(),
-                format!("cannot read the file: {e}"),
-            )
-        })?;
+    // Woodpecker's flag reads the file first and, when it cannot be read, goes on to the
+    // variable and then the default (urfave/cli's value source chain): so does the addon.
+    let from_file = DATABASE_DATASOURCE_FILE.read(source)?.and_then(|path| {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text),
+            Err(error) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    %error,
+                    "cannot read {}; using {} as Woodpecker does",
+                    DATABASE_DATASOURCE_FILE.name,
+                    DATABASE_DATASOURCE.name
+                );
+                None
+            }
+        }
+    });
+    let (variable, text) = if let Some(text) = from_file {
         (DATABASE_DATASOURCE_FILE.name, text)
     } else if let Some(text) = DATABASE_DATASOURCE.read(source)? {
         (DATABASE_DATASOURCE.name, text)
@@ -151,13 +161,17 @@ mod tests {
         assert_eq!(parsed.variable, DATABASE_DATASOURCE_FILE.name);
         assert_eq!(parsed.masked, "postgres://wp:***@db/wp?sslmode=disable");
 
+        // An unreadable file falls back to the variable, as in Woodpecker.
         let missing = dir.path().join("missing");
-        let err = database_from_source(&source(&[(
-            DATABASE_DATASOURCE_FILE.name,
-            missing.to_str().unwrap(),
-        )]))
-        .unwrap_err();
-        assert_eq!(err.variable, DATABASE_DATASOURCE_FILE.name);
+        let parsed = database_from_source(&source(&[
+            (DATABASE_DRIVER.name, "postgres"),
+            (DATABASE_DATASOURCE.name, "postgres://other@elsewhere/x"),
+            (DATABASE_DATASOURCE_FILE.name, missing.to_str().unwrap()),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(parsed.variable, DATABASE_DATASOURCE.name);
+        assert_eq!(parsed.masked, "postgres://other@elsewhere/x");
     }
 
     #[test]

@@ -27,7 +27,8 @@ enum Cmd {
     /// back and show where the logs went (a local directory unless S3 is configured).
     Demo,
     /// Print a step's log as Woodpecker's download does (or as JSON), from the configured
-    /// archive and spool.
+    /// archive and spool, or Woodpecker's own database or file store for a step from before
+    /// the switch.
     Get {
         step_id: i64,
         /// Print the entries as Woodpecker's JSON instead of plain text.
