@@ -134,6 +134,28 @@ pub enum StoreError {
         /// The decoding error, when there is one.
         source: Option<BoxError>,
     },
+    /// `DeleteObjects` answered that it could not delete this key.
+    #[error("{target}: DeleteObjects: {code}: {message}")]
+    KeyNotDeleted {
+        /// Denied or transient, from the error code.
+        kind: ErrorKind,
+        /// `s3://bucket/key`.
+        target: String,
+        /// The service's error code, e.g. `AccessDenied`.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// A batch request failed as a whole: each of its keys reports the request's failure.
+    #[error("{key}: {detail}")]
+    BatchFailed {
+        /// The key given.
+        key: String,
+        /// The request's class.
+        kind: ErrorKind,
+        /// The request's error text.
+        detail: String,
+    },
     /// A failure reported by a store implemented elsewhere (wrappers, test doubles), built
     /// with [`StoreError::denied`], [`StoreError::transient`] or [`StoreError::corrupt`].
     #[error("{source}")]
@@ -157,7 +179,10 @@ impl StoreError {
     /// Which class of failure this is: what a caller decides retries and alerts by.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::Request { kind, .. } | StoreError::Other { kind, .. } => *kind,
+            StoreError::Request { kind, .. }
+            | StoreError::Other { kind, .. }
+            | StoreError::KeyNotDeleted { kind, .. }
+            | StoreError::BatchFailed { kind, .. } => *kind,
             StoreError::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
                     ErrorKind::Denied
@@ -185,7 +210,8 @@ impl StoreError {
     /// answer gives `timeout`, `dispatch` (the endpoint cannot be reached), `response` (the
     /// answer could not be read), `credentials` or `construction`. Local failures give `io`,
     /// `corrupt`, `invalid_key`, `no_region`, `ca_bundle`, `incomplete_response` or
-    /// `internal`; stores outside this crate `denied`, `transient` or `corrupt`.
+    /// `internal`; keys a batch deletion could not delete, and stores outside this crate, `denied`,
+    /// `transient` or `corrupt`.
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Request { code, .. } => code,
@@ -198,7 +224,10 @@ impl StoreError {
             StoreError::IncompleteResponse { .. } => "incomplete_response",
             StoreError::Task { .. } => "internal",
             StoreError::Corrupt { .. } => "corrupt",
-            StoreError::Other { kind, .. } => match kind {
+            // Batch deletions (`gc`) and stores elsewhere: the class only.
+            StoreError::KeyNotDeleted { kind, .. }
+            | StoreError::BatchFailed { kind, .. }
+            | StoreError::Other { kind, .. } => match kind {
                 ErrorKind::Denied => "denied",
                 ErrorKind::Transient => "transient",
                 ErrorKind::Corrupt => "corrupt",

@@ -24,4 +24,6 @@ pub mod variables {
         PATH_STYLE, REGION, SSE, SSE_KMS_KEY_ID, STORAGE_CLASS,
     };
 }
-pub use store::{ObjectInfo, ObjectMeta, ObjectStore};
+pub use store::{
+    DeleteFailure, ListPage, ListedObject, MAX_BATCH, ObjectInfo, ObjectMeta, ObjectStore,
+};

@@ -29,7 +29,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::key::{validate_key, validate_prefix};
-use crate::{ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+use crate::{
+    DeleteFailure, ListPage, ListedObject, MAX_BATCH, ObjectInfo, ObjectMeta, ObjectStore,
+    StoreError,
+};
 
 /// Header lines longer than this are not ours: the file is reported corrupt instead of
 /// being read into memory.
@@ -165,6 +168,94 @@ impl ObjectStore for LocalDirStore {
             Ok(keys)
         })
         .await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        page_size: usize,
+    ) -> Result<ListPage, StoreError> {
+        validate_prefix(prefix)?;
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let start = start.map(str::to_owned);
+        let page_size = page_size.clamp(1, MAX_BATCH);
+        Self::blocking(move || {
+            let base = prefix.rfind('/').map_or("", |i| &prefix[..=i]);
+            let mut page = Page {
+                prefix: &prefix,
+                after: start.as_deref(),
+                limit: page_size,
+                objects: Vec::with_capacity(page_size),
+                full: false,
+            };
+            page.walk(&root.join(base), base)?;
+            let next = page
+                .full
+                .then(|| page.objects.last().map(|o| o.key.clone()))
+                .flatten();
+            Ok(ListPage {
+                objects: page.objects,
+                next,
+            })
+        })
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        // Files go one by one, but with one directory fsync per directory instead of one per
+        // key: a batch of a thousand keys in a shard costs one fsync.
+        let mut failures = Vec::new();
+        let mut paths = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.path_of(key) {
+                Ok(path) => paths.push((key.clone(), path)),
+                Err(error) => failures.push(DeleteFailure {
+                    key: key.clone(),
+                    error,
+                }),
+            }
+        }
+        let root = self.root.clone();
+        let removed = Self::blocking(move || {
+            let mut failures = Vec::new();
+            let mut dirs = std::collections::BTreeSet::new();
+            for (key, path) in paths {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        dirs.insert(path.parent().unwrap_or(&root).to_owned());
+                    }
+                    Err(e) if is_missing(&e) => {}
+                    Err(e) => failures.push(DeleteFailure {
+                        key,
+                        error: StoreError::io(&path, "delete", e),
+                    }),
+                }
+            }
+            for dir in dirs {
+                if let Err(error) = sync_dir(&dir) {
+                    failures.push(DeleteFailure {
+                        key: dir.display().to_string(),
+                        error,
+                    });
+                }
+                remove_empty_parents(&root, &dir);
+            }
+            Ok(failures)
+        })
+        .await;
+        match removed {
+            Ok(more) => failures.extend(more),
+            Err(error) => {
+                let text = error.to_string();
+                failures.extend(keys.iter().map(|key| DeleteFailure {
+                    key: key.clone(),
+                    error: StoreError::transient(text.clone()),
+                }));
+            }
+        }
+        failures
     }
 
     fn describe(&self) -> String {
@@ -350,6 +441,84 @@ fn walk(dir: &Path, key_prefix: &str, keys: &mut Vec<String>) -> Result<(), Stor
         }
     }
     Ok(())
+}
+
+/// A page of a listing being collected: a depth-first walk in lexical key order that skips
+/// subtrees wholly before `after` and stops after `limit` objects.
+struct Page<'a> {
+    prefix: &'a str,
+    after: Option<&'a str>,
+    limit: usize,
+    objects: Vec<ListedObject>,
+    /// Set when the limit was reached with possibly more keys after it.
+    full: bool,
+}
+
+impl Page<'_> {
+    fn walk(&mut self, dir: &Path, key_prefix: &str) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(StoreError::io(dir, "list", e)),
+        };
+        // Sorted as the keys sort: a directory `a` holds keys `a/…`, so it sorts as `a/`
+        // (before a file `ab`, after a file `a-`).
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::io(dir, "list", e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let kind = entry
+                .file_type()
+                .map_err(|e| StoreError::io(dir, "list", e))?;
+            if kind.is_dir() {
+                names.push((format!("{key_prefix}{name}/"), entry));
+            } else if kind.is_file() {
+                names.push((format!("{key_prefix}{name}"), entry));
+            }
+        }
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, entry) in names {
+            if key.ends_with('/') {
+                // Every key below starts with `key`: compare the whole subtree at once.
+                let skip = self
+                    .after
+                    .is_some_and(|after| !after.starts_with(key.as_str()) && after > key.as_str());
+                let relevant =
+                    self.prefix.starts_with(key.as_str()) || key.starts_with(self.prefix);
+                if !skip && relevant {
+                    self.walk(&entry.path(), &key)?;
+                }
+            } else if key.starts_with(self.prefix)
+                && self.after.is_none_or(|after| key.as_str() > after)
+            {
+                if self.objects.len() == self.limit {
+                    // One more key exists: the page is complete and another follows.
+                    self.full = true;
+                    return Ok(());
+                }
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted since the directory was read.
+                    Err(e) if is_missing(&e) => continue,
+                    Err(e) => return Err(StoreError::io(entry.path(), "stat", e)),
+                };
+                self.objects.push(ListedObject {
+                    key,
+                    size: meta.len(),
+                    last_modified: meta.modified().ok(),
+                });
+            }
+            if self.full {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Missing file, or a path component that is a file (key `a/b` when `a` is an object).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::SystemTime;
 
 use crate::StoreError;
 
@@ -23,6 +24,41 @@ pub struct ObjectInfo {
     pub size: u64,
     /// What was written with it.
     pub meta: ObjectMeta,
+}
+
+/// One object of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The key, without the store's own folder.
+    pub key: String,
+    /// Bytes the object occupies: the object's size on S3; on the local store the file's
+    /// size, metadata line included (what deleting it gives back).
+    pub size: u64,
+    /// When the object was last written, when the store says.
+    pub last_modified: Option<SystemTime>,
+}
+
+/// One page of a listing: at most the page size of objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// The objects of this page.
+    pub objects: Vec<ListedObject>,
+    /// Where the next page starts, or `None` after the last page. Opaque: pass it back to
+    /// [`ObjectStore::list_page`] as it is.
+    pub next: Option<String>,
+}
+
+/// The largest page [`ObjectStore::list_page`] returns, and the most keys one
+/// [`ObjectStore::delete_many`] request removes (S3's limits for both).
+pub const MAX_BATCH: usize = 1000;
+
+/// A key that [`ObjectStore::delete_many`] could not remove.
+#[derive(Debug)]
+pub struct DeleteFailure {
+    /// The key, as given.
+    pub key: String,
+    /// Why; a failure of the whole request is reported once per key of it.
+    pub error: StoreError,
 }
 
 /// A flat key → bytes store. Keys are built only by this product (from validated step ids),
@@ -53,6 +89,63 @@ pub trait ObjectStore: Send + Sync + 'static {
 
     /// Every key that starts with `prefix`, in lexical order.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
+    /// One page of the keys that start with `prefix`, with their sizes: a listing of
+    /// millions of keys in bounded memory. Every key comes once; the order is the store's
+    /// (lexical on S3 and the local store; SeaweedFS lists directory by directory). `start` is `None` for the first page,
+    /// then the previous page's [`ListPage::next`]; `page_size` is capped at [`MAX_BATCH`].
+    ///
+    /// The default lists everything and asks for each size: fine for test doubles, not for
+    /// large stores (both real stores override it).
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        page_size: usize,
+    ) -> Result<ListPage, StoreError> {
+        let page_size = page_size.clamp(1, MAX_BATCH);
+        let mut objects = Vec::new();
+        let mut more = false;
+        for key in self.list(prefix).await? {
+            if start.is_some_and(|start| key.as_str() <= start) {
+                continue;
+            }
+            if objects.len() == page_size {
+                more = true;
+                break;
+            }
+            if let Some(info) = self.head(&key).await? {
+                objects.push(ListedObject {
+                    key,
+                    size: info.size,
+                    last_modified: None,
+                });
+            }
+        }
+        let next = more
+            .then(|| objects.last().map(|o: &ListedObject| o.key.clone()))
+            .flatten();
+        Ok(ListPage { objects, next })
+    }
+
+    /// Removes up to [`MAX_BATCH`] keys in one request where the store has one
+    /// (`DeleteObjects` on S3); missing keys count as removed. Returns the keys that could
+    /// not be removed, each with its reason; an error of the whole request is returned as
+    /// the failure of every key.
+    ///
+    /// The default deletes one key at a time.
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        let mut failures = Vec::new();
+        for key in keys {
+            if let Err(error) = self.delete(key).await {
+                failures.push(DeleteFailure {
+                    key: key.clone(),
+                    error,
+                });
+            }
+        }
+        failures
+    }
 
     /// A short human description for logs, e.g. `s3://bucket/prefix` or a path.
     fn describe(&self) -> String;

@@ -82,6 +82,35 @@ async fn seaweedfs_conforms_with_sdk_default_checksums() {
     .await;
 }
 
+/// More than one ListObjectsV2 page and one DeleteObjects batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seaweedfs_lists_in_pages_and_deletes_in_batches() {
+    let Some(server) = external("SEAWEEDFS") else {
+        return;
+    };
+    let store = connect(
+        test_settings(&server.endpoint, &server.bucket),
+        &server.access_key,
+        &server.secret_key,
+    )
+    .await;
+    common::paging_and_batch_delete(&store, "seaweedfs", 1_200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_lists_in_pages_and_deletes_in_batches() {
+    let Some(server) = external("MOTO") else {
+        return;
+    };
+    let store = connect(
+        test_settings(&server.endpoint, &server.bucket),
+        &server.access_key,
+        &server.secret_key,
+    )
+    .await;
+    common::paging_and_batch_delete(&store, "moto", 1_200).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seaweedfs_refuses_clearly() {
     let Some(server) = external("SEAWEEDFS") else {

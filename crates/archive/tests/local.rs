@@ -19,6 +19,16 @@ async fn local_directory_conforms() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_directory_lists_in_pages_and_deletes_in_batches() {
+    let root = tempfile::tempdir().unwrap();
+    let store = LocalDirStore::new(root.path().join("archive")).unwrap();
+    common::paging_and_batch_delete(&store, "local", 2_500).await;
+    // Batch deletion removed the directories it emptied.
+    let left: Vec<_> = std::fs::read_dir(store.root()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[tokio::test]
 async fn private_permissions_and_readable_format() {
     let root = tempfile::tempdir().unwrap();

@@ -70,6 +70,12 @@ impl S3 for Instrumented {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         self.fs.list_objects_v2(req).await
     }
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        self.fs.delete_objects(req).await
+    }
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -175,6 +181,13 @@ async fn s3s_conforms_with_multipart() {
     assert_eq!(server.probe.puts.load(Ordering::SeqCst), 7);
     assert_eq!(server.probe.aborts.load(Ordering::SeqCst), 0);
     common::measure(&store, "s3s-fs", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3s_lists_in_pages_and_deletes_in_batches() {
+    let server = start(None).await;
+    let store = connect(test_settings(&server.endpoint, BUCKET), KEY, SECRET).await;
+    common::paging_and_batch_delete(&store, "s3s", 1_200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use logservice::LogEntry;
 use tempfile::{NamedTempFile, TempPath};
 
 use crate::pool::{FilePool, Scratch};
@@ -219,55 +220,27 @@ pub(crate) fn build(
     sort_budget: usize,
     pool: &Arc<FilePool>,
 ) -> io::Result<Option<Built>> {
-    let mut runs: Vec<Run> = Vec::new();
-    let mut spilled = Vec::new();
-    if let Some(bytes) = previous {
-        let decoder = zstd::Decoder::new(bytes)?;
-        runs.push(Run::Object(RecordReader::sorted(Box::new(BufReader::new(
-            decoder,
-        )))));
-    }
-    let mut chunk = Vec::new();
-    let mut chunk_bytes = 0usize;
+    let mut runs = Runs::new(previous, tmp, sort_budget)?;
     let mut spill_error = None;
     for path in segments {
         read_segment_raw(path, None, |line, record, _| {
-            if spill_error.is_some() {
-                return;
-            }
-            let item = Item {
-                line,
-                record: record.to_vec(),
-            };
-            chunk_bytes += footprint(&item);
-            chunk.push(item);
-            if chunk_bytes >= sort_budget {
-                chunk_bytes = 0;
-                match spill(std::mem::take(&mut chunk), tmp) {
-                    Ok(run) => spilled.push(run),
-                    Err(e) => spill_error = Some(e),
-                }
+            if spill_error.is_none()
+                && let Err(e) = runs.push(line, record)
+            {
+                spill_error = Some(e);
             }
         })?;
         if let Some(e) = spill_error.take() {
             return Err(e);
         }
     }
-    for path in narrow(spilled, tmp)? {
-        runs.push(open_run(path)?);
-    }
-    if !chunk.is_empty() {
-        runs.push(Run::Memory(sort_run(chunk).into_iter()));
-    }
-
-    let merge = Merge::new(runs)?;
-    if merge.is_empty() {
+    if runs.is_empty() {
         return Ok(None);
     }
     let mut file = pool.scratch()?;
-    let mut writer = ObjectWriter::new(BufWriter::new(&mut file.file), level)?;
-    merge.each(|line, record| writer.push_raw(line, record))?;
-    let (out, summary) = writer.finish()?;
+    let Some((out, summary)) = runs.merge(BufWriter::new(&mut file.file), level)? else {
+        return Ok(None);
+    };
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let size = file.file.metadata()?.len();
     Ok(Some(Built {
@@ -277,10 +250,111 @@ pub(crate) fn build(
     }))
 }
 
+/// The sorted runs of a build: the previous object first, then the staged records in sort
+/// runs of at most the sort budget (spilled to files as paths beyond the first, narrowed to
+/// [`MERGE_WIDTH`] before the merge), the last run in memory.
+struct Runs<'a> {
+    previous: Option<Run<'a>>,
+    spilled: Vec<TempPath>,
+    chunk: Vec<Item>,
+    chunk_bytes: usize,
+    tmp: &'a Path,
+    sort_budget: usize,
+}
+
+impl<'a> Runs<'a> {
+    fn new(previous: Option<&'a [u8]>, tmp: &'a Path, sort_budget: usize) -> io::Result<Self> {
+        let previous = match previous {
+            Some(bytes) => Some(Run::Object(RecordReader::sorted(Box::new(BufReader::new(
+                zstd::Decoder::new(bytes)?,
+            ))))),
+            None => None,
+        };
+        Ok(Self {
+            previous,
+            spilled: Vec::new(),
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            tmp,
+            sort_budget,
+        })
+    }
+
+    /// Adds a record (newline included); records added earlier win over later ones.
+    fn push(&mut self, line: i64, record: &[u8]) -> io::Result<()> {
+        let item = Item {
+            line,
+            record: record.to_vec(),
+        };
+        self.chunk_bytes += footprint(&item);
+        self.chunk.push(item);
+        if self.chunk_bytes >= self.sort_budget {
+            self.chunk_bytes = 0;
+            let run = spill(std::mem::take(&mut self.chunk), self.tmp)?;
+            self.spilled.push(run);
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.previous.is_none() && self.spilled.is_empty() && self.chunk.is_empty()
+    }
+
+    /// Merges every run into an object written to `out`; `None` when no run holds a record.
+    fn merge<W: Write>(self, out: W, level: i32) -> io::Result<Option<(W, Summary)>> {
+        let mut runs: Vec<Run> = self.previous.into_iter().collect();
+        for path in narrow(self.spilled, self.tmp)? {
+            runs.push(open_run(path)?);
+        }
+        if !self.chunk.is_empty() {
+            runs.push(Run::Memory(sort_run(self.chunk).into_iter()));
+        }
+        let merge = Merge::new(runs)?;
+        if merge.is_empty() {
+            return Ok(None);
+        }
+        let mut writer = ObjectWriter::new(out, level)?;
+        merge.each(|line, record| writer.push_raw(line, record))?;
+        writer.finish().map(Some)
+    }
+}
+
+/// Builds an archive object from the previous object (if any) and further entries in any
+/// order, as archiving does: sorted by line, one entry per line, the previous object winning,
+/// then the entry added first. Memory stays within the sort budget (plus one record per
+/// spilled run); what does not fit is sorted in runs spilled to files in `tmp`.
+///
+/// For tools that bring logs from elsewhere into the archive (`migrate`).
+pub struct ObjectBuilder<'a> {
+    runs: Runs<'a>,
+    record: Vec<u8>,
+}
+
+impl<'a> ObjectBuilder<'a> {
+    /// A builder merging into `previous` (an object's compressed bytes), spilling sort runs
+    /// of `sort_budget` bytes to `tmp`.
+    pub fn new(previous: Option<&'a [u8]>, tmp: &'a Path, sort_budget: usize) -> io::Result<Self> {
+        Ok(Self {
+            runs: Runs::new(previous, tmp, sort_budget)?,
+            record: Vec::new(),
+        })
+    }
+
+    /// Adds an entry; an entry of a line already added (or in the previous object) loses.
+    pub fn push(&mut self, entry: &LogEntry) -> io::Result<()> {
+        self.record.clear();
+        crate::format::encode_record(entry, &mut self.record);
+        self.runs.push(entry.line, &self.record)
+    }
+
+    /// Writes the object to `out` at zstd level `level`; `None` when there is no entry at all.
+    pub fn finish<W: Write>(self, out: W, level: i32) -> io::Result<Option<(W, Summary)>> {
+        self.runs.merge(out, level)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use logservice::LogEntry;
-
     use super::*;
     use crate::format;
 
@@ -427,6 +501,41 @@ mod tests {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    /// The public builder merges as archiving does: previous object first, then entries in
+    /// the order given, whatever the sort budget.
+    #[test]
+    fn object_builder_merges_entries_into_the_previous_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = ObjectWriter::new(Vec::new(), 3).unwrap();
+        writer.push(&entry(2, "old2")).unwrap();
+        let (previous, _) = writer.finish().unwrap();
+        for budget in [1, 1 << 20] {
+            let mut builder = ObjectBuilder::new(Some(&previous), dir.path(), budget).unwrap();
+            for e in [
+                entry(3, "n3"),
+                entry(2, "n2"),
+                entry(0, "n0"),
+                entry(3, "n3b"),
+            ] {
+                builder.push(&e).unwrap();
+            }
+            let (bytes, summary) = builder.finish(Vec::new(), 3).unwrap().unwrap();
+            let lines: Vec<(i64, String)> = format::decode_object(&bytes)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.line, String::from_utf8(e.data.unwrap()).unwrap()))
+                .collect();
+            assert_eq!(
+                lines,
+                vec![(0, "n0".into()), (2, "old2".into()), (3, "n3".into())],
+                "budget {budget}"
+            );
+            assert_eq!(summary.lines, 3);
+        }
+        let empty = ObjectBuilder::new(None, dir.path(), 1024).unwrap();
+        assert!(empty.finish(Vec::new(), 3).unwrap().is_none());
     }
 
     #[test]

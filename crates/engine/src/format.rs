@@ -55,6 +55,28 @@ pub fn object_key(prefix: &str, id: StepId) -> String {
     }
 }
 
+/// The key prefix under which every object of this format lies: `<prefix>/v1/` (or `v1/`).
+pub fn objects_prefix(prefix: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => format!("v{FORMAT_VERSION}/"),
+        prefix => format!("{prefix}/v{FORMAT_VERSION}/"),
+    }
+}
+
+/// The step whose object `key` is, or `None` when `key` is not exactly what
+/// [`object_key`] builds for some step under `prefix` (another format, a stray upload, a
+/// wrong shard): tools that delete by step id (`gc`) leave such keys alone.
+pub fn step_of_key(prefix: &str, key: &str) -> Option<StepId> {
+    let rest = key.strip_prefix(&objects_prefix(prefix))?;
+    let (shard, file) = rest.split_once('/')?;
+    let digits = file.strip_suffix(".ndjson.zst")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let id = StepId::new(digits.parse().ok()?).ok()?;
+    (object_key(prefix, id) == key && shard.len() == 3).then_some(id)
+}
+
 /// What an archive object holds, as recorded in its metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -403,6 +425,30 @@ mod tests {
             object_key("x", StepId::new(7).unwrap()),
             "x/v1/007/7.ndjson.zst"
         );
+    }
+
+    #[test]
+    fn keys_parse_back_to_their_step_only() {
+        for (prefix, id) in [("", 1), ("", 123_456), ("/logs/ci/", 7), ("x", 1000)] {
+            let id = StepId::new(id).unwrap();
+            assert_eq!(step_of_key(prefix, &object_key(prefix, id)), Some(id));
+        }
+        for key in [
+            "v1/001/0001.ndjson.zst",
+            "v1/002/1.ndjson.zst",
+            "v1/001/1.ndjson",
+            "v1/000/0.ndjson.zst",
+            "v1/001/-1.ndjson.zst",
+            "v1/001/+1.ndjson.zst",
+            "v2/001/1.ndjson.zst",
+            "v1/1.ndjson.zst",
+            "other/v1/001/1.ndjson.zst",
+            "v1/001/99999999999999999999.ndjson.zst",
+        ] {
+            assert_eq!(step_of_key("", key), None, "{key}");
+        }
+        assert_eq!(objects_prefix("/a/"), "a/v1/");
+        assert_eq!(objects_prefix(""), "v1/");
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod stats;
 mod step;
 mod threads;
 
+pub use build::ObjectBuilder;
 pub use clock::{Clock, ManualClock};
 pub use engine::{Engine, StartError};
 pub use read::{read_step_log, read_step_log_with_legacy};

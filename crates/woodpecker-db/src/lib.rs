@@ -9,6 +9,8 @@
 //! - [`FileStoreLogs`]: the file store directory, the same trait.
 //! - [`instance`]: which Woodpecker a database belongs to, and the marker object that ties a
 //!   bucket prefix to it.
+//! - `migration.rs` and [`retention`]: the queries of `migrate` (a step's line count) and
+//!   `gc` (which steps exist, their pipelines' age and rank).
 //! - `testing` (feature `test-support`): fresh Woodpecker databases for tests.
 
 mod db;
@@ -17,6 +19,8 @@ mod error;
 mod file_store;
 pub mod instance;
 mod legacy;
+mod migration;
+pub mod retention;
 pub mod settings;
 mod sql;
 #[cfg(feature = "test-support")]
@@ -26,3 +30,4 @@ pub use db::{DELETE_BATCH, Database, Pool, StepStatus};
 pub use dsn::{DataSource, Driver};
 pub use error::DbError;
 pub use file_store::FileStoreLogs;
+pub use migration::{LogShape, LogTotals};

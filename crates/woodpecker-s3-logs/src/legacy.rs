@@ -126,7 +126,7 @@ pub(crate) async fn retry_in_background(db: Database, store: Arc<dyn ObjectStore
     }
 }
 
-async fn check_and_claim(
+pub(crate) async fn check_and_claim(
     db: &Database,
     store: &dyn ObjectStore,
     config: &Config,

@@ -4,11 +4,15 @@
 mod config;
 mod demo;
 mod doctor;
+mod gc;
 mod get;
 mod launch;
 mod legacy;
 mod limits;
 mod metrics;
+mod migrate;
+mod prefix;
+mod progress;
 mod serve;
 mod variables;
 
@@ -43,6 +47,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move every log Woodpecker wrote before the switch (its database's log_entries, its
+    /// file store directory) into the archive; resumable, safe while Woodpecker runs.
+    Migrate(migrate::MigrateArgs),
+    /// Delete archived logs of steps Woodpecker deleted, and with --keep-days/--keep-last
+    /// those beyond retention (a dry run unless --apply).
+    Gc(gc::GcArgs),
 }
 
 fn main() {
@@ -56,6 +66,8 @@ fn main() {
         Cmd::Demo => tracing::Level::INFO,
         // The report says it all; the launched addon's warnings are in its round-trip line.
         Cmd::Doctor { .. } => tracing::Level::ERROR,
+        // Their progress and report are their output; the log says only what went wrong.
+        Cmd::Migrate(_) | Cmd::Gc(_) => tracing::Level::WARN,
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
@@ -69,6 +81,8 @@ fn main() {
             Cmd::Demo => demo::run().await,
             Cmd::Get { step_id, json } => get::run(step_id, json).await,
             Cmd::Doctor { json } => std::process::exit(doctor::run(json).await),
+            Cmd::Migrate(args) => migrate::run(args).await,
+            Cmd::Gc(args) => gc::run(args).await,
         }
     });
     if let Err(message) = result {

@@ -1,5 +1,6 @@
 //! The S3 backend, its settings and the variables they are read from.
 
+mod batch;
 mod error;
 mod probe;
 mod probe_error;

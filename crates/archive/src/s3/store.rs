@@ -22,7 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::error::{error_chain, map_sdk_error};
 use super::settings::{ChecksumMode, S3Settings, Sse};
 use crate::key::{validate_key, validate_prefix};
-use crate::{ErrorKind, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+use crate::{DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
 
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;
@@ -129,7 +129,12 @@ impl S3Store {
         format!("s3://{}/{full_key}", self.settings.bucket)
     }
 
-    fn error<E>(&self, full_key: &str, request: &str, err: SdkError<E, HttpResponse>) -> StoreError
+    pub(super) fn error<E>(
+        &self,
+        full_key: &str,
+        request: &str,
+        err: SdkError<E, HttpResponse>,
+    ) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -446,6 +451,19 @@ impl ObjectStore for S3Store {
         // S3 lists in UTF-8 byte order already; some compatible servers do not.
         keys.sort();
         Ok(keys)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start: Option<&str>,
+        page_size: usize,
+    ) -> Result<ListPage, StoreError> {
+        self.list_one_page(prefix, start, page_size).await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<DeleteFailure> {
+        self.delete_in_batches(keys).await
     }
 
     fn describe(&self) -> String {

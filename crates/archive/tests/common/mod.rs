@@ -272,3 +272,90 @@ pub(crate) fn external(name: &str) -> Option<External> {
         bucket: var("BUCKET").unwrap_or_else(|| "ci-logs".into()),
     })
 }
+
+/// Listing page by page and deleting in batches, across more than one page and batch:
+/// `count` keys spread over shards (as the archive's `v1/<shard>/<id>` keys are), plus keys
+/// whose order depends on `/` sorting before letters, and a neighbour outside the prefix.
+pub(crate) async fn paging_and_batch_delete(store: &dyn ObjectStore, name: &str, count: usize) {
+    use archive::MAX_BATCH;
+    use futures::StreamExt;
+
+    let work = tempfile::tempdir().unwrap();
+    let body = write(work.path(), "tiny", b"x");
+    let p = unique_prefix(name);
+    let meta = log_meta("1");
+    let mut expected: Vec<String> = (0..count)
+        .map(|i| format!("{p}page/v1/{:03}/{i}.ndjson.zst", i % 13))
+        .chain(["page/a-1", "page/a/1", "page/ab", "page/a/b/c"].map(|k| format!("{p}{k}")))
+        .collect();
+    let outside = format!("{p}pagex/1");
+    let all: Vec<String> = expected.iter().cloned().chain([outside.clone()]).collect();
+    futures::stream::iter(all.iter())
+        .map(|key| {
+            let (body, meta) = (&body, &meta);
+            async move { store.put_file(key, body, meta).await.unwrap() }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    expected.sort();
+
+    for page_size in [MAX_BATCH, 7_000, 333] {
+        let (mut listed, mut pages, mut start) = (Vec::new(), 0, None::<String>);
+        loop {
+            let page = store
+                .list_page(&format!("{p}page/"), start.as_deref(), page_size)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.objects.len() <= page_size.min(MAX_BATCH), "{name}");
+            for object in &page.objects {
+                assert!(object.size >= 1, "{name}: {object:?}");
+                assert!(object.last_modified.is_some(), "{name}: {object:?}");
+            }
+            listed.extend(page.objects.into_iter().map(|o| o.key));
+            match page.next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+            assert!(pages < 10_000, "{name}: the listing does not end");
+        }
+        // S3 lists in byte order; SeaweedFS lists directory by directory. Either way every
+        // key comes exactly once.
+        listed.sort();
+        if listed != expected {
+            let missing: Vec<_> = expected.iter().filter(|k| !listed.contains(k)).collect();
+            let extra: Vec<_> = listed.iter().filter(|k| !expected.contains(k)).collect();
+            panic!(
+                "{name}: page size {page_size}: {} listed, {} expected, missing {missing:?}, extra {extra:?}",
+                listed.len(),
+                expected.len()
+            );
+        }
+        let minimum = expected.len().div_ceil(page_size.min(MAX_BATCH));
+        assert!(pages >= minimum, "{name}: {pages} pages");
+        eprintln!(
+            "{name}: {} keys listed in {pages} pages of {page_size}",
+            listed.len()
+        );
+    }
+
+    // A missing key is no failure; a key that must never be built is refused by itself.
+    let mut doomed = expected.clone();
+    doomed.push(format!("{p}page/never-written"));
+    doomed.push("../escape".to_owned());
+    let started = Instant::now();
+    let failures = store.delete_many(&doomed).await;
+    eprintln!(
+        "{name}: {} keys deleted in {:?}",
+        doomed.len(),
+        started.elapsed()
+    );
+    assert_eq!(failures.len(), 1, "{name}: {failures:?}");
+    assert_eq!(failures[0].key, "../escape");
+    assert_eq!(failures[0].error.kind(), ErrorKind::Denied);
+    let left = store.list_page(&p, None, MAX_BATCH).await.unwrap();
+    let left: Vec<String> = left.objects.into_iter().map(|o| o.key).collect();
+    assert_eq!(left, vec![outside.clone()], "{name}");
+    assert!(store.delete_many(&[outside]).await.is_empty());
+}
