@@ -7,7 +7,7 @@ use engine::EngineSettings;
 use settings::SettingDoc;
 
 use crate::config::{Backend, Config};
-use crate::variables::{ARCHIVE_DIR, LOG_LEVEL};
+use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, LOG_LEVEL, METRICS_ADDR};
 
 /// Every variable the addon reads itself, in the README's order (the `AWS_*` row is the AWS
 /// chain's, shown separately).
@@ -20,6 +20,9 @@ fn declared() -> Vec<SettingDoc> {
     rows.push(ARCHIVE_DIR.documented());
     rows.extend_from_slice(EngineSettings::VARIABLES);
     rows.push(LOG_LEVEL.documented());
+    rows.extend_from_slice(woodpecker_db::settings::VARIABLES);
+    rows.push(ADOPT_PREFIX.documented());
+    rows.push(METRICS_ADDR.documented());
     rows
 }
 
@@ -118,6 +121,12 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "very-secret-value"),
             ("AWS_REGION", "eu-west-1"),
             ("HOME", "/root"),
+            ("WOODPECKER_LOG_STORE_S3_METRICS_ADDR", ":9464"),
+            ("WOODPECKER_DATABASE_DRIVER", "postgres"),
+            (
+                "WOODPECKER_DATABASE_DATASOURCE",
+                "postgres://woodpecker:hunter2@db:5432/woodpecker",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -128,6 +137,9 @@ mod tests {
             text,
             "WOODPECKER_LOG_STORE_S3_BUCKET=ci-logs\n\
              WOODPECKER_LOG_STORE_S3_SPOOL_DIR=/var/lib/woodpecker/spool\n\
+             WOODPECKER_DATABASE_DRIVER=postgres\n\
+             WOODPECKER_DATABASE_DATASOURCE=****** (set, hidden)\n\
+             WOODPECKER_LOG_STORE_S3_METRICS_ADDR=:9464\n\
              AWS_REGION=eu-west-1\n\
              AWS_SECRET_ACCESS_KEY=****** (set, hidden)\n\
              → archive: s3://ci-logs/\n\
