@@ -410,6 +410,7 @@ async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
         started.elapsed()
     );
     let before = log_table_size(db).await;
+    let before_free = innodb_free_space(db).await;
 
     let started = Instant::now();
     let (output, peak_kib) = run_measuring_peak_rss(&mut command(
@@ -425,6 +426,7 @@ async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
     );
     assert_eq!(db.count_log_rows(fixture.settled[0]).await, 0);
     let after_delete = log_table_size(db).await;
+    let after_delete_free = innodb_free_space(db).await;
     // What the summary advises to give the space back.
     let reclaim = match db.driver {
         Driver::Sqlite => "VACUUM",
@@ -433,6 +435,7 @@ async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
     };
     db.execute(reclaim).await;
     let after_vacuum = log_table_size(db).await;
+    let after_vacuum_free = innodb_free_space(db).await;
     let archived: u64 = {
         let mut total = 0;
         for key in archive.keys().await {
@@ -442,7 +445,7 @@ async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
     };
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     eprintln!(
-        "MEASURED {}: {} lines / {steps} steps migrated with --delete-source in {elapsed:.1?} ({:.0} lines/s); peak RSS {} MiB; log_entries {:.1} MiB before, {:.1} MiB after deleting, {:.1} MiB after {}; archive {:.1} MiB",
+        "MEASURED {}: {} lines / {steps} steps migrated with --delete-source in {elapsed:.1?} ({:.0} lines/s); peak RSS {} MiB; log_entries {:.1} MiB before, {:.1} MiB after deleting, {:.1} MiB after {}{}; archive {:.1} MiB",
         db.driver,
         steps * lines,
         (steps * lines) as f64 / elapsed.as_secs_f64(),
@@ -451,6 +454,15 @@ async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
         mib(after_delete),
         mib(after_vacuum),
         reclaim,
+        match (before_free, after_delete_free, after_vacuum_free) {
+            (Some(before), Some(after_delete), Some(after_vacuum)) => format!(
+                " (InnoDB data_free, kept in the table's file: {:.1}, {:.1}, {:.1} MiB)",
+                mib(before),
+                mib(after_delete),
+                mib(after_vacuum)
+            ),
+            _ => String::new(),
+        },
         mib(archived)
     );
 }
@@ -475,6 +487,22 @@ async fn log_table_size(db: &TestDb) -> u64 {
         }
     };
     u64::try_from(bytes).unwrap()
+}
+
+/// MariaDB's `data_free` for `log_entries` (after [`log_table_size`] refreshed the
+/// statistics): the pages InnoDB freed but keeps in the table's file until OPTIMIZE TABLE;
+/// `None` on the other databases.
+async fn innodb_free_space(db: &TestDb) -> Option<u64> {
+    if db.driver != Driver::MySql {
+        return None;
+    }
+    let bytes = db
+        .query_i64(
+            "SELECT CAST(data_free AS SIGNED) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'log_entries'",
+        )
+        .await;
+    Some(u64::try_from(bytes).unwrap())
 }
 
 /// Runs the command to a zero exit and returns its stdout and its own peak resident set
