@@ -343,6 +343,17 @@ impl TestDb {
         .unwrap_or_else(|e| panic!("setting {key}: {e}"));
     }
 
+    /// The first column of the first row `sql` answers, as a 64-bit integer (sizes, counts);
+    /// panics on error.
+    pub async fn query_i64(&self, sql: &str) -> i64 {
+        match self.db.pool() {
+            Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Pool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+            Pool::MySql(p) => sqlx::query_scalar(sql).fetch_one(p).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Rows of a step in `log_entries`.
     pub async fn count_log_rows(&self, step_id: i64) -> i64 {
         let sql = match self.driver {

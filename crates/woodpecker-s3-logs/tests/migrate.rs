@@ -7,7 +7,8 @@
 //!
 //! Sizes: `MIGRATE_TEST_STEPS` × `MIGRATE_TEST_LINES_PER_STEP` (default 200 × 500 on SQLite,
 //! a fifth of the steps on the servers). The issue's measurement (2,000 steps, 1,000,000
-//! lines) is `cargo test -p woodpecker-s3-logs --test migrate -- --ignored --nocapture`.
+//! lines, on every database configured or those `MIGRATE_MEASURE_DRIVERS` names) is
+//! `cargo test -p woodpecker-s3-logs --test migrate measure_migrate -- --ignored --nocapture`.
 
 mod tools;
 
@@ -355,39 +356,86 @@ async fn migrate_to_seaweedfs() {
     assert_migrated(&db, &archive, &fixture).await;
 }
 
-/// The issue's measurement: 2,000 steps, 1,000,000 lines on SQLite (sizes from the
-/// environment as above). Prints peak RSS, lines/s and the database size before and after
-/// `--delete-source` and VACUUM.
+/// The issue's measurement: 2,000 steps, 1,000,000 lines (sizes from the environment as
+/// above) on every database of `MIGRATE_MEASURE_DRIVERS`. Prints, per database, the wall
+/// time, lines/s and peak RSS of `migrate --delete-source`, and the size of `log_entries`
+/// before, after the deletion and after the space is given back (VACUUM, VACUUM FULL,
+/// OPTIMIZE TABLE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement of a few minutes: run with --ignored --nocapture"]
+#[ignore = "a measurement of a few minutes per database: run with --ignored --nocapture"]
 async fn measure_migrate_of_a_million_lines() {
     let steps = size_from_env("MIGRATE_TEST_STEPS", 2_000);
     let lines = size_from_env("MIGRATE_TEST_LINES_PER_STEP", 500);
-    let db = TestDb::sqlite().await;
+    for driver in measured_drivers() {
+        let db = TestDb::create(driver).await.unwrap_or_else(|| {
+            panic!("{MEASURE_DRIVERS} names {driver}, whose test server is not configured")
+        });
+        measure_migrate(&db, steps, lines).await;
+    }
+}
+
+/// Which databases the measurement runs on.
+const MEASURE_DRIVERS: &str = "MIGRATE_MEASURE_DRIVERS";
+
+/// `MIGRATE_MEASURE_DRIVERS` (comma-separated `sqlite`/`sqlite3`, `postgres`, `mysql`), by
+/// default SQLite and every server whose data source scripts/db/start.sh exported.
+fn measured_drivers() -> Vec<Driver> {
+    let Ok(list) = std::env::var(MEASURE_DRIVERS) else {
+        let mut all = vec![Driver::Sqlite];
+        if std::env::var(woodpecker_db::testing::POSTGRES_ENV).is_ok() {
+            all.push(Driver::Postgres);
+        }
+        if std::env::var(woodpecker_db::testing::MYSQL_ENV).is_ok() {
+            all.push(Driver::MySql);
+        }
+        return all;
+    };
+    list.split(',')
+        .map(|name| match name.trim() {
+            "sqlite" => Driver::Sqlite,
+            name => Driver::parse(MEASURE_DRIVERS, name).unwrap_or_else(|e| panic!("{e}")),
+        })
+        .collect()
+}
+
+async fn measure_migrate(db: &TestDb, steps: usize, lines: usize) {
     let work = tempfile::tempdir().unwrap();
     let archive = Archive::local(work.path());
     let started = Instant::now();
-    let fixture = generate(&db, steps, lines).await;
+    let fixture = generate(db, steps, lines).await;
     eprintln!(
-        "generated {} lines in {:?}",
+        "{}: generated {} lines in {:?}",
+        db.driver,
         steps * lines,
         started.elapsed()
     );
-    let file = std::path::PathBuf::from(&db.datasource);
-    let size = |path: &std::path::Path| std::fs::metadata(path).unwrap().len();
-    let before = size(&file);
+    let before = log_table_size(db).await;
+    let before_free = innodb_free_space(db).await;
 
     let started = Instant::now();
-    let output = run(
-        &mut command(work.path(), &db, &archive, &["migrate", "--delete-source"]),
-        0,
-    );
+    let (output, peak_kib) = run_measuring_peak_rss(&mut command(
+        work.path(),
+        db,
+        &archive,
+        &["migrate", "--delete-source"],
+    ));
     let elapsed = started.elapsed();
-    let peak_kib = children_peak_rss_kib();
-    assert!(stdout(&output).contains(&format!("steps migrated: {steps}")));
-    let after_delete = size(&file);
-    db.execute("VACUUM").await;
-    let after_vacuum = size(&file);
+    assert!(
+        output.contains(&format!("steps migrated: {steps}")),
+        "{output}"
+    );
+    assert_eq!(db.count_log_rows(fixture.settled[0]).await, 0);
+    let after_delete = log_table_size(db).await;
+    let after_delete_free = innodb_free_space(db).await;
+    // What the summary advises to give the space back.
+    let reclaim = match db.driver {
+        Driver::Sqlite => "VACUUM",
+        Driver::Postgres => "VACUUM FULL log_entries",
+        Driver::MySql => "OPTIMIZE TABLE log_entries",
+    };
+    db.execute(reclaim).await;
+    let after_vacuum = log_table_size(db).await;
+    let after_vacuum_free = innodb_free_space(db).await;
     let archived: u64 = {
         let mut total = 0;
         for key in archive.keys().await {
@@ -395,27 +443,105 @@ async fn measure_migrate_of_a_million_lines() {
         }
         total
     };
+    let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     eprintln!(
-        "MEASURED sqlite: {} lines / {steps} steps migrated with --delete-source in {elapsed:.1?} ({:.0} lines/s); peak RSS {} MiB; database {} MiB before, {} MiB after deleting, {} MiB after VACUUM; archive {} MiB",
+        "MEASURED {}: {} lines / {steps} steps migrated with --delete-source in {elapsed:.1?} ({:.0} lines/s); peak RSS {} MiB; log_entries {:.1} MiB before, {:.1} MiB after deleting, {:.1} MiB after {}{}; archive {:.1} MiB",
+        db.driver,
         steps * lines,
         (steps * lines) as f64 / elapsed.as_secs_f64(),
         peak_kib / 1024,
-        before >> 20,
-        after_delete >> 20,
-        after_vacuum >> 20,
-        archived >> 20
+        mib(before),
+        mib(after_delete),
+        mib(after_vacuum),
+        reclaim,
+        match (before_free, after_delete_free, after_vacuum_free) {
+            (Some(before), Some(after_delete), Some(after_vacuum)) => format!(
+                " (InnoDB data_free, kept in the table's file: {:.1}, {:.1}, {:.1} MiB)",
+                mib(before),
+                mib(after_delete),
+                mib(after_vacuum)
+            ),
+            _ => String::new(),
+        },
+        mib(archived)
     );
-    assert_eq!(db.count_log_rows(fixture.settled[0]).await, 0);
 }
 
-/// The largest resident set of the children waited for so far (this test's one `migrate`).
-fn children_peak_rss_kib() -> u64 {
-    // SAFETY: getrusage only writes the struct it is given.
+/// The space `log_entries` takes: the SQLite file (the table is nearly all of it),
+/// PostgreSQL's `pg_total_relation_size` (table, indexes, TOAST), MariaDB's
+/// `data_length + index_length` (InnoDB statistics, refreshed first).
+async fn log_table_size(db: &TestDb) -> u64 {
+    let bytes = match db.driver {
+        Driver::Sqlite => return std::fs::metadata(&db.datasource).unwrap().len(),
+        Driver::Postgres => {
+            db.query_i64("SELECT pg_total_relation_size('log_entries')")
+                .await
+        }
+        Driver::MySql => {
+            db.execute("ANALYZE TABLE log_entries").await;
+            db.query_i64(
+                "SELECT CAST(data_length + index_length AS SIGNED) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = 'log_entries'",
+            )
+            .await
+        }
+    };
+    u64::try_from(bytes).unwrap()
+}
+
+/// MariaDB's `data_free` for `log_entries` (after [`log_table_size`] refreshed the
+/// statistics): the pages InnoDB freed but keeps in the table's file until OPTIMIZE TABLE;
+/// `None` on the other databases.
+async fn innodb_free_space(db: &TestDb) -> Option<u64> {
+    if db.driver != Driver::MySql {
+        return None;
+    }
+    let bytes = db
+        .query_i64(
+            "SELECT CAST(data_free AS SIGNED) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'log_entries'",
+        )
+        .await;
+    Some(u64::try_from(bytes).unwrap())
+}
+
+/// Runs the command to a zero exit and returns its stdout and its own peak resident set
+/// (KiB): wait4 reports the one child's, where RUSAGE_CHILDREN would keep the largest of
+/// every database's run.
+fn run_measuring_peak_rss(command: &mut std::process::Command) -> (String, u64) {
+    use std::io::Read;
+    #[expect(
+        clippy::zombie_processes,
+        reason = "wait4 below reaps it, for its rusage"
+    )]
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            pipe.read_to_string(&mut text).unwrap();
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 only writes the struct and status it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage struct.
-    let done = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    assert_eq!(done, 0);
-    usage.ru_maxrss as u64
+    // SAFETY: valid pointers to a status and a rusage struct, for our own child.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "wait status {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    eprintln!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, u64::try_from(usage.ru_maxrss).unwrap())
 }
 
 /// How long one delete statement of `--delete-source` holds the table, per batch size: the
