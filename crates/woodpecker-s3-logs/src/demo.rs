@@ -12,6 +12,7 @@ use settings::Source;
 
 use crate::config::{Backend, Config};
 use crate::launch::{launch, wait_for_object};
+use crate::progress::human_bytes;
 use crate::variables::{ARCHIVE_DIR, LOG_LEVEL_VARS};
 
 /// The pipeline: each step runs real commands on this machine, so the log is real tool
@@ -165,8 +166,8 @@ pub(crate) async fn run() -> Result<(), String> {
             "{:<10} {:>6} {:>12} {:>12} {:>5.1}x  {} {}",
             step.name,
             read.len(),
-            human(file_store_bytes as u64),
-            human(size),
+            human_bytes(file_store_bytes as u64),
+            human_bytes(size),
             file_store_bytes as f64 / size.max(1) as f64,
             key,
             if exact { "" } else { "(READ BACK DIFFERS!)" },
@@ -353,14 +354,6 @@ fn unique_base_id() -> i64 {
         .map(|d| d.as_secs())
         .unwrap_or(1);
     (secs as i64 % 100_000_000) * 100 + 1
-}
-
-fn human(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
 }
 
 #[cfg(test)]

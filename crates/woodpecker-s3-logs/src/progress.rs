@@ -197,6 +197,8 @@ mod tests {
             "50 objects, 25000 lines (2500 lines/s), 3.3 MiB"
         );
         assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
         assert_eq!(human_duration(3725.0), "1h 2m");
     }
 }

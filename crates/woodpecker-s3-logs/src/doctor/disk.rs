@@ -8,6 +8,7 @@ use engine::SPOOL_DIR;
 use goplugin::listener::{ListenOptions, probe_socket_dir};
 
 use super::report::{CheckId, Report};
+use crate::progress::human_bytes;
 use crate::serve::SOCKET_FALLBACK_SUBDIR;
 use crate::variables::ARCHIVE_DIR;
 
@@ -46,7 +47,7 @@ pub(super) fn socket_dir(report: &mut Report, spool: &Path) {
                 Ok(free) => {
                     report.pass(
                         CheckId::SocketDir,
-                        format!("{detail}\nwritable, {} free", human(free)),
+                        format!("{detail}\nwritable, {} free", human_bytes(free)),
                     );
                 }
                 Err(e) => report.pass(
@@ -81,14 +82,14 @@ pub(super) fn archive_dir(report: &mut Report, dir: &Path) {
 }
 
 fn space(report: &mut Report, id: CheckId, dir: &Path, free: u64, variable: &str) {
-    let detail = format!("{}: writable, {} free", dir.display(), human(free));
+    let detail = format!("{}: writable, {} free", dir.display(), human_bytes(free));
     if free < LOW_SPACE {
         report.warn(
             id,
             detail,
             format!(
                 "free some space, or point {variable} at a larger volume (less than {} left)",
-                human(LOW_SPACE)
+                human_bytes(LOW_SPACE)
             ),
         );
     } else {
@@ -118,32 +119,9 @@ fn free_space(dir: &Path) -> std::io::Result<u64> {
     Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
-/// `12.3 GiB`.
-pub(super) fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_df_h() {
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
-    }
 
     #[test]
     fn a_file_where_the_directory_should_be_fails_with_the_variable() {
