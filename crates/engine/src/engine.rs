@@ -280,8 +280,14 @@ impl Shared {
             })
             .expect("created on demand")
             .map_err(|e| {
-                tracing::error!(step = %id, error = %e, "cannot stage log lines: they are lost");
-                storage(format!("cannot stage log lines of step {id}: {e}"))
+                let error = match e.kind() {
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                        spool_full(self.spool.root(), &e)
+                    }
+                    _ => e.to_string(),
+                };
+                tracing::error!(step = %id, error, "cannot stage log lines: they are lost");
+                storage(format!("cannot stage log lines of step {id}: {error}"))
             })?;
         let c = &self.counters;
         c.appends.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +346,17 @@ impl Shared {
         }
         deleted
     }
+}
+
+/// What an admin reads when the spool's file system is full: where, and what to do.
+fn spool_full(root: &std::path::Path, e: &std::io::Error) -> String {
+    format!(
+        "{e}: the spool directory {root} is full: free space on its file system or give {var} \
+         more room; appends work again by themselves as soon as archived steps leave the spool \
+         (if it stays full, archiving is failing: see the warnings)",
+        root = root.display(),
+        var = crate::settings::SPOOL_DIR.name,
+    )
 }
 
 /// Flushes the spool every `sync_interval` and keeps the file pool filled, until `stop`.

@@ -32,6 +32,7 @@ use crate::pool::{self, FilePool};
 
 mod dir;
 mod reading;
+mod room;
 
 pub use dir::SpoolDirError;
 pub(crate) use reading::{ReadOutcome, read_segment_file, read_segment_raw};
@@ -45,6 +46,8 @@ pub(crate) struct Spool {
     pool: Arc<FilePool>,
     /// Segments the engine's readers hold open (see `reading.rs`).
     readers: reading::Readers,
+    /// Free space appends may use (see `room.rs`).
+    room: room::Room,
     finished_path: PathBuf,
     /// The `finished` journal, open for appending. A journal rather than a marker file per
     /// step, so StepFinished never creates or deletes a file.
@@ -143,6 +146,7 @@ impl Spool {
         let finished_path = root.join("finished");
         let finished = open_journal(&finished_path)?;
         let pool = Arc::new(FilePool::new(&tmp));
+        let room = room::Room::new(root).map_err(context("cannot use", root))?;
         let capacity = NonZeroUsize::new(max_open_files.max(1)).expect("at least one");
         let spool = Self {
             root: root.to_owned(),
@@ -152,6 +156,7 @@ impl Spool {
             dirty: Mutex::default(),
             pool,
             readers: reading::Readers::default(),
+            room,
             finished_path,
             finished: Mutex::new(finished),
         };
@@ -185,7 +190,9 @@ impl Spool {
 
     /// Appends `records` to a segment that currently holds `len` bytes. The caller holds the
     /// step's lock, so appends of one step never interleave. On a failed write the segment is
-    /// cut back to `len`, so a half-written batch never sits in front of later records.
+    /// cut back to `len`, so a half-written batch never sits in front of later records. A
+    /// batch that would leave less free space than archive builds need is refused
+    /// ([`io::ErrorKind::StorageFull`], as when the disk itself is full).
     pub(crate) fn append(
         &self,
         id: StepId,
@@ -195,6 +202,9 @@ impl Spool {
         sync: bool,
     ) -> io::Result<()> {
         let path = self.segment_path(id, segment);
+        self.room
+            .claim(records.len() as u64)
+            .map_err(context("cannot write spool file", &path))?;
         let file = self.handle(id, segment, &path, len == 0)?;
         if let Err(e) = (&*file).write_all(records) {
             let _ = file.set_len(len);
