@@ -36,8 +36,8 @@ rm -f "$vectors"
 step "Go interop suite (go-plugin v1.8.0 host, Woodpecker's addon client); FIGURE lines are measurements"
 (cd interop && go vet ./... && go test -v -count=1 -timeout 30m ./...)
 
-step "Woodpecker's built-in stores re-stated (bench/go) and the addon read against its database store"
-(cd bench/go && go vet ./... && go test -count=1 ./...)
+step "Woodpecker's built-in stores re-stated (bench/go), the addon read against its database store, and the paced workload through a fault proxy in front of SeaweedFS (FIGURE lines)"
+(cd bench/go && go vet ./... && go test -v -count=1 -timeout 20m ./...)
 
 step "deployment files in contrib/ (parse, shape, systemd-analyze, docker-compose config when installed)"
 bash scripts/contrib-check.sh

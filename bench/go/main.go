@@ -353,8 +353,8 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 		kind, r.Stream.LinesPerSec, r.Stream.MBPerSec, r.Stream.P99Ms, r.ArchiveSecs, r.BytesAtRest)
 
 	log.Printf("%s: paced streaming for %d s", kind, sc.PacedSeconds)
-	var pacedIDs []int64
-	r.Paced, pacedIDs = paced(in.t, c, time.Duration(sc.PacedSeconds)*time.Second)
+	var pacedSteps []*pacedStep
+	r.Paced, pacedSteps = paced(in.t, c, time.Duration(sc.PacedSeconds)*time.Second, 700000)
 	if r.Paced.Errors > 0 {
 		log.Printf("%s: %d paced appends failed, first: %s", kind, r.Paced.Errors, r.Paced.FirstError)
 	}
@@ -363,9 +363,9 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 	}
 	if in.proxy != nil {
 		snap := in.proxy.snapshot()
-		r.S3.PacedSteps = len(pacedIDs)
-		for _, id := range pacedIDs {
-			r.S3.PacedPerStepMax = max(r.S3.PacedPerStepMax, snap.PerKey[objectKey(id)])
+		r.S3.PacedSteps = len(pacedSteps)
+		for _, ps := range pacedSteps {
+			r.S3.PacedPerStepMax = max(r.S3.PacedPerStepMax, snap.PerKey[objectKey(ps.ID)])
 		}
 		streamSnap = snap
 	}
@@ -388,9 +388,9 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 		}
 		dl = append(dl, time.Since(t))
 	}
-	for _, id := range pacedIDs {
-		if err := in.t.Delete(wpStep(id, "success")); err != nil {
-			return nil, fmt.Errorf("LogDelete of step %d: %w", id, err)
+	for _, ps := range pacedSteps {
+		if err := in.t.Delete(wpStep(ps.ID, "success")); err != nil {
+			return nil, fmt.Errorf("LogDelete of step %d: %w", ps.ID, err)
 		}
 	}
 	r.Delete = stats(dl)
@@ -749,16 +749,30 @@ type pacedResult struct {
 	Late       int    `json:"late_batches"`
 }
 
-// paced runs the paced workload for d and returns its figures and the ids of its steps.
-func paced(t target, c *corpus, d time.Duration) (pacedResult, []int64) {
+// pacedStep is one step of the paced workload and the lines the store acknowledged.
+type pacedStep struct {
+	ID int64
+	// Acked are the [from, to) line ranges of the batches whose append succeeded.
+	Acked [][2]int
+}
+
+// pacedLine is line l of paced step id, as the workload sends it.
+func pacedLine(c *corpus, id int64, l int) agentLine {
+	offset := int(id*977) % len(c.lines)
+	return agentLine{Line: l, Time: int64(l / 1500), Data: c.lines[(offset+l)%len(c.lines)]}
+}
+
+// paced runs the paced workload for d with step ids after firstID and returns its figures
+// and its steps.
+func paced(t target, c *corpus, d time.Duration, firstID int64) (pacedResult, []*pacedStep) {
 	var (
 		mu     sync.Mutex
 		all    []time.Duration
-		ids    []int64
+		steps  []*pacedStep
 		res    pacedResult
 		first  error
 		wg     sync.WaitGroup
-		nextID = int64(700000)
+		nextID = firstID
 	)
 	start := time.Now()
 	deadline := start.Add(d)
@@ -772,16 +786,16 @@ func paced(t target, c *corpus, d time.Duration) (pacedResult, []int64) {
 			for time.Now().Before(deadline) {
 				mu.Lock()
 				nextID++
-				id := nextID
-				ids = append(ids, id)
+				ps := &pacedStep{ID: nextID}
+				steps = append(steps, ps)
 				mu.Unlock()
-				step := wpStep(id, "running")
+				step := wpStep(ps.ID, "running")
 				tick := time.Now()
-				p := stepPlan{ID: id, Offset: int(id*977) % len(c.lines), Lines: pacedStepLines}
-				for from := 0; from < p.Lines && time.Now().Before(deadline); from += pacedBatch {
+				for from := 0; from < pacedStepLines && time.Now().Before(deadline); from += pacedBatch {
+					to := min(pacedStepLines, from+pacedBatch)
 					batch := make([]agentLine, 0, pacedBatch)
-					for l := from; l < min(p.Lines, from+pacedBatch); l++ {
-						batch = append(batch, agentLine{Line: l, Time: int64(l / 1500), Data: c.lines[(p.Offset+l)%len(c.lines)]})
+					for l := from; l < to; l++ {
+						batch = append(batch, pacedLine(c, ps.ID, l))
 					}
 					t0 := time.Now()
 					err := t.Append(step, batch)
@@ -791,6 +805,8 @@ func paced(t target, c *corpus, d time.Duration) (pacedResult, []int64) {
 					if err != nil {
 						res.Errors++
 						first = cmp(first, err)
+					} else {
+						ps.Acked = append(ps.Acked, [2]int{from, to})
 					}
 					tick = tick.Add(pacedPeriod)
 					if wait := time.Until(tick); wait > 0 {
@@ -812,11 +828,11 @@ func paced(t target, c *corpus, d time.Duration) (pacedResult, []int64) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
-	res.Steps = len(ids)
+	res.Steps = len(steps)
 	res.LinesPerSec = float64(res.Lines) / res.Seconds
 	res.latencyStats = stats(all)
 	if first != nil {
 		res.FirstError = first.Error()
 	}
-	return res, ids
+	return res, steps
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/woodpecker-s3-logs/interop/s3op"
 )
@@ -20,10 +21,13 @@ import (
 //
 // It forwards the request untouched, Host header included, so SigV4 signatures made for
 // the proxy's address still verify at the server (SeaweedFS checks the signed Host).
+//
+// With a fault schedule in faults, it also breaks requests on that schedule (faults.go).
 type s3Counter struct {
 	bucket string
 	srv    *http.Server
 	URL    string
+	faults atomic.Pointer[faultSchedule]
 
 	mu       sync.Mutex
 	perKey   map[string]int
@@ -55,7 +59,15 @@ func startS3Counter(backend, bucket string) (*s3Counter, error) {
 		c.record(r, http.StatusBadGateway)
 		http.Error(w, err.Error(), http.StatusBadGateway)
 	}
-	c.srv = &http.Server{Handler: proxy}
+	c.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := c.faults.Load(); f != nil {
+			if kind := f.next(r); kind != faultNone {
+				f.inject(kind, proxy, w, r)
+				return
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	})}
 	go func() { _ = c.srv.Serve(ln) }()
 	return c, nil
 }
