@@ -25,10 +25,12 @@ import (
 // workload through the real addon, loaded by Woodpecker's addon client, with the counting
 // proxy between the addon and SeaweedFS breaking one request in three: 503 SlowDown, 500
 // InternalError, a connection reset mid-body, a truncated body, a wrong Content-Length, and
-// once a 30 s stall. Then the faults stop and the archive drain is timed, and a second
-// paced phase runs without faults. Every acknowledged line must be readable through
-// LogFind and present in its step's archived object; no append may fail (S3 trouble never
-// fails an append); the drain must complete. The figures (lines lost, peak RSS, drain
+// once a 30 s stall. Beside it, steps archived before the faults get late lines (so their
+// re-archive reads the previous object through the faults) and LogFinds, which must return
+// the right lines or an error, never wrong ones. Then the faults stop and the archive drain
+// is timed, and a last paced phase runs without faults. Every acknowledged line must be
+// readable through LogFind and present in its step's archived object; no append may fail
+// (S3 trouble never fails an append); the drain must complete. The figures (lines lost, peak RSS, drain
 // time, faults injected) are printed as FIGURE lines.
 //
 // Needs the addon binary (WOODPECKER_S3_LOGS_BIN, default the release build) and the
@@ -75,10 +77,22 @@ func TestPacedWorkloadUnderS3Faults(t *testing.T) {
 	client := bucketClient(t, s3)
 	defer emptyFolder(client, s3.Bucket, folder)
 
+	// Archived steps first, so that faults also meet real object bodies: reads of them and
+	// re-archives after late lines GET the previous object through the proxy.
+	warm, warmSteps := paced(in.t, c, 5*time.Second, 600000)
+	if err := in.drained(2 * time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
 	schedule := newFaultSchedule(3, 30*time.Second)
 	in.proxy.faults.Store(schedule)
-	t.Logf("paced workload (%d steps at once) for %v with faults on", workers, faultPhase)
+	t.Logf("paced workload (%d steps at once) for %v with faults on, reads and late lines of %d archived steps beside it", workers, faultPhase, len(warmSteps))
+	stopReads := make(chan struct{})
+	readsDone := make(chan readStats)
+	go func() { readsDone <- readAndAddLate(in, c, warmSteps, stopReads) }()
 	faulty, faultySteps := paced(in.t, c, faultPhase, 700000)
+	close(stopReads)
+	reads := <-readsDone
 	in.proxy.faults.Store(nil)
 	faultsOff := time.Now()
 	if err := in.drained(2 * time.Minute); err != nil {
@@ -100,7 +114,7 @@ func TestPacedWorkloadUnderS3Faults(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	steps := append(faultySteps, cleanSteps...)
+	steps := append(append(warmSteps, faultySteps...), cleanSteps...)
 	var lines, lost int
 	for _, ps := range steps {
 		want := expectedEntries(c, ps)
@@ -117,7 +131,7 @@ func TestPacedWorkloadUnderS3Faults(t *testing.T) {
 	for _, phase := range []struct {
 		name string
 		res  pacedResult
-	}{{"faults on", faulty}, {"faults off", clean}} {
+	}{{"before faults", warm}, {"faults on", faulty}, {"faults off", clean}} {
 		if phase.res.Errors > 0 {
 			t.Errorf("%s: %d appends failed (S3 trouble must never fail an append), first: %s", phase.name, phase.res.Errors, phase.res.FirstError)
 		}
@@ -128,6 +142,14 @@ func TestPacedWorkloadUnderS3Faults(t *testing.T) {
 		injected, faultPhase, lost, lines, len(steps))
 	t.Logf("FIGURE archive drain after the faults stopped: %v (without faults: %v); addon peak RSS (VmHWM) %.1f MiB; most requests for one step's object: %d",
 		drain.Round(time.Millisecond), cleanDrain.Round(time.Millisecond), float64(rss)/1024, perStepMax)
+	t.Logf("FIGURE LogFind of archived steps during the faults: %d right, %d failed with an error (first: %s), %d wrong; %d late lines appended to them (re-archived under faults)",
+		reads.right, reads.failed, reads.firstError, reads.wrong, reads.late)
+	if reads.wrong > 0 {
+		t.Errorf("%d LogFinds during the faults returned wrong lines instead of an error; first: %s", reads.wrong, reads.firstWrong)
+	}
+	if reads.lateErrors > 0 {
+		t.Errorf("%d late appends failed during the faults (S3 trouble must never fail an append)", reads.lateErrors)
+	}
 	t.Logf("S3 answers the addon saw fail (from the server, besides the injected ones): %v", snap.Failures)
 	if warnings := strings.Count(addonLog(dir), `"@level":"warn"`); warnings > 0 {
 		t.Logf("the addon logged %d warnings (retries)", warnings)
@@ -135,6 +157,71 @@ func TestPacedWorkloadUnderS3Faults(t *testing.T) {
 	if lost > 0 {
 		t.Errorf("%d acknowledged lines lost", lost)
 	}
+}
+
+// readStats counts what readAndAddLate saw.
+type readStats struct {
+	right, failed, wrong, late, lateErrors int
+	firstError, firstWrong                 string
+}
+
+// readAndAddLate works on archived steps until stop: for each, one late line (appended, then
+// StepFinished again, so it is re-archived: the previous object is read back through the
+// proxy), and LogFinds, which must return exactly the acknowledged lines or an error, never
+// something else. Acknowledged late lines are added to the steps' Acked.
+func readAndAddLate(in *instance, c *corpus, steps []*pacedStep, stop <-chan struct{}) readStats {
+	var st readStats
+	added := map[int64]bool{}
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return st
+		case <-time.After(50 * time.Millisecond):
+		}
+		ps := steps[i%len(steps)]
+		step := wpStep(ps.ID, "success")
+		if !added[ps.ID] {
+			added[ps.ID] = true
+			if err := in.t.Append(step, []agentLine{pacedLine(c, ps.ID, pacedStepLines)}); err != nil {
+				st.lateErrors++
+				continue
+			}
+			ps.Acked = append(ps.Acked, [2]int{pacedStepLines, pacedStepLines + 1})
+			st.late++
+			in.t.Finished(step)
+			continue
+		}
+		got, err := in.addon.RPC.LogFind(step)
+		if err != nil {
+			st.failed++
+			if st.firstError == "" {
+				st.firstError = err.Error()
+			}
+			continue
+		}
+		if diff := sameEntries(got, expectedEntries(c, ps)); diff != "" {
+			st.wrong++
+			if st.firstWrong == "" {
+				st.firstWrong = fmt.Sprintf("step %d: %s", ps.ID, diff)
+			}
+			continue
+		}
+		st.right++
+	}
+}
+
+// sameEntries is "" when got holds exactly want, in order, else what differs first.
+func sameEntries(got, want []*woodpecker.LogEntry) string {
+	if len(got) != len(want) {
+		return fmt.Sprintf("%d entries, want %d", len(got), len(want))
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.StepID != w.StepID || g.Line != w.Line || g.Time != w.Time || g.Type != w.Type || !bytes.Equal(g.Data, w.Data) {
+			return fmt.Sprintf("entry %d is line %d, want line %d", i, g.Line, w.Line)
+		}
+	}
+	return ""
 }
 
 // testCorpus is bench/corpus (bench/corpus.sh) when it has been built, else the lines of the
