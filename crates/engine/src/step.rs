@@ -239,13 +239,17 @@ impl StepState {
             Phase::Idle => None,
             Phase::Backoff { retry_at, .. } => Some(retry_at),
         };
+        // A time past the clock's range (a timer of centuries) never comes: checked, so no
+        // setting can make the scheduler panic.
         if self.has_data() {
             let due = match self.finished_at {
-                Some(finished) => finished.max(self.last_append) + settings.finalize_delay,
-                None => self.last_append + settings.idle_timeout,
+                Some(finished) => finished
+                    .max(self.last_append)
+                    .checked_add(settings.finalize_delay),
+                None => self.last_append.checked_add(settings.idle_timeout),
             };
-            let due = retry_at.map_or(due, |retry| retry.max(due));
-            return if now >= due {
+            let due = due.map(|due| retry_at.map_or(due, |retry| retry.max(due)));
+            return if due.is_some_and(|due| now >= due) {
                 Action::Archive
             } else {
                 Action::Wait
@@ -256,10 +260,9 @@ impl StepState {
             .flatten()
             .max()
             .unwrap_or(self.last_append);
-        if now >= last + settings.idle_timeout {
-            Action::Forget
-        } else {
-            Action::Wait
+        match last.checked_add(settings.idle_timeout) {
+            Some(due) if now >= due => Action::Forget,
+            _ => Action::Wait,
         }
     }
 
@@ -357,7 +360,9 @@ impl StepState {
             let failures = failures + 1;
             self.phase = Phase::Backoff {
                 failures,
-                retry_at: now + backoff.delay(failures),
+                // The backoff is bounded by its maximum; were that past the clock's
+                // range, retry right away rather than panic.
+                retry_at: now.checked_add(backoff.delay(failures)).unwrap_or(now),
             };
         }
     }
@@ -559,6 +564,22 @@ mod tests {
             state.action(t0 + Duration::from_secs(610), &s),
             Action::Forget
         );
+    }
+
+    /// Finding 8 of issue 12: timers past the clock's range mean "never", not a panic that
+    /// silently ends the scheduler.
+    #[test]
+    fn timers_past_the_clocks_range_never_come() {
+        let mut s = settings();
+        s.finalize_delay = Duration::MAX;
+        s.idle_timeout = Duration::MAX;
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "no data");
+        state.appended(10, t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "running");
+        state.finished(t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "finished");
     }
 
     /// The phase table, walked: failures count up through backoff and reset on success; a
