@@ -350,3 +350,65 @@ async fn an_append_whose_fsync_failed_is_never_read_or_archived() {
         acknowledged
     );
 }
+
+/// Finding 8 of issue 12: LogDelete removes a step's files without holding the steps map.
+/// Paused while it removes them, appends of another step and of the deleted step itself go
+/// through, and no deleted line comes back, neither in reads nor in the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_during_a_delete_neither_wait_nor_bring_deleted_lines_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, clock) = engine(dir.path()).await;
+    let deleted = (0..3).map(|n| entry(1, n, "deleted")).collect();
+    engine.log_append(&step(1), deleted).await.unwrap();
+    engine
+        .log_append(&step(2), vec![entry(2, 0, "other step")])
+        .await
+        .unwrap();
+    let spool = dir.path().join("spool");
+    let (removing, go) = pause_at(format!("delete 1 in {}", spool.display()));
+    let delete = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.log_delete(&step(1)).await }
+    });
+    removing.await.unwrap();
+
+    let mut appends = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .log_append(&step(2), vec![entry(2, 1, "other step, meanwhile")])
+                .await
+                .unwrap();
+            engine
+                .log_append(&step(1), vec![entry(1, 1, "after the delete")])
+                .await
+                .unwrap();
+        }
+    });
+    // A deadlock detector, not a timing: before, these appends waited for the delete, which
+    // waits for this test.
+    let appended = tokio::time::timeout(Duration::from_secs(30), &mut appends).await;
+    go.send(()).unwrap();
+    match appended {
+        Ok(result) => result.unwrap(),
+        Err(_) => {
+            appends.await.unwrap();
+            panic!("appends waited for the removal of another step's files");
+        }
+    }
+    delete.await.unwrap().unwrap();
+
+    let after = [(1, "after the delete".to_string())];
+    assert_eq!(texts(&engine.log_find(&step(1)).await.unwrap()), after);
+    assert_eq!(
+        texts(&engine.log_find(&step(2)).await.unwrap()),
+        [
+            (0, "other step".to_string()),
+            (1, "other step, meanwhile".to_string())
+        ]
+    );
+    engine.step_finished(&step(1)).await;
+    clock.settle().await;
+    assert_eq!(engine.stats().archive_uploads, 1);
+    assert_eq!(texts(&engine.log_find(&step(1)).await.unwrap()), after);
+}

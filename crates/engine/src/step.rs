@@ -15,8 +15,9 @@
 //! its state and its archive lock); taken, the async archive lock comes first, because the
 //! map and the state are plain mutexes that are never held across an `.await`, so nobody
 //! awaits the archive lock while holding either. Appends write the spool while holding the
-//! state, and LogDelete removes the step's files while holding the map (so no append can
-//! restart the step in a file being removed). The spool's own mutexes (open handles, the
+//! state. LogDelete holds neither while it removes the step's files: a fresh slot whose
+//! segments start after the removed ones replaces the step first (see [`Steps::remove`]), so
+//! no append can restart the step in a file being removed. The spool's own mutexes (open handles, the
 //! dirty set, the finished journal, the file pool, the readers' registry) and the backoff's
 //! random source are leaves: taken last, nothing is taken while holding them.
 //!
@@ -31,7 +32,7 @@
 //! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
 //! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
 //! | `Idle`, `Backoff`   | no spool data, no activity for the idle timeout    | `Removed` (left the map)        | `archiver::schedule` |
-//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Shared::delete`     |
+//! | any                 | LogDelete                                          | `Removed` (a fresh `Idle` slot replaces it) | `Shared::delete`     |
 //! | `Removed`           | anything                                           | `Removed`                       |                      |
 //!
 //! Beside the phase, a state holds facts that events update whatever the phase:
@@ -447,28 +448,23 @@ impl Steps {
         }
     }
 
-    /// Removes the step (LogDelete), given the `slot` it had when the caller took its archive
-    /// lock, and passes every segment it may have in the spool to `clean_up`. The map stays
-    /// locked until `clean_up` returns, so no append can start the step afresh in a segment
-    /// being removed.
-    pub(crate) fn remove<T>(
-        &self,
-        id: StepId,
-        slot: Option<&Arc<Slot>>,
-        clean_up: impl FnOnce(Range<u32>) -> T,
-    ) -> T {
+    /// Removes the step (LogDelete) at `now`, given the `slot` it had when the caller took
+    /// its archive lock, and returns every segment it may have in the spool, for the caller
+    /// to remove after the map is unlocked (file operations must not hold up every other
+    /// step's appends). A fresh slot takes the step's place, its first segment after the
+    /// removed ones: an append that comes meanwhile starts the step afresh in a file the
+    /// removal never touches, so it neither waits for the removal nor brings a deleted line
+    /// back.
+    pub(crate) fn remove(&self, id: StepId, slot: &Arc<Slot>, now: Instant) -> Range<u32> {
         let mut map = lock(&self.map);
-        let segments = match slot {
-            Some(slot) => {
-                let segments = slot.state().remove();
-                if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                    map.remove(&id);
-                }
-                segments
-            }
-            None => 0..0,
-        };
-        clean_up(segments)
+        let segments = slot.state().remove();
+        if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            let mut successor = StepState::new(now);
+            successor.first_segment = segments.end;
+            successor.segment = segments.end;
+            map.insert(id, Slot::new(successor));
+        }
+        segments
     }
 
     /// What the steps add up to at `now`: one pass, one step locked at a time.
