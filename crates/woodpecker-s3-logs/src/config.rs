@@ -93,6 +93,15 @@ impl Store {
         }
     }
 
+    /// Aborts the multipart uploads abandoned by archive runs cut short at exit, within
+    /// [`archive::MULTIPART_ABORT_TIMEOUT`] (nothing to do for a directory).
+    pub(crate) async fn abort_unfinished_uploads(&self) {
+        if let Store::S3(s3) = self {
+            s3.abort_unfinished_uploads(archive::MULTIPART_ABORT_TIMEOUT)
+                .await;
+        }
+    }
+
     /// Whether the backend answers (a bucket request on S3; nothing to do for a directory).
     pub(crate) async fn check(&self) -> Result<(), archive::StoreError> {
         match self {

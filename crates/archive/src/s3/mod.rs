@@ -2,12 +2,14 @@
 
 mod batch;
 mod error;
+mod multipart;
 mod probe;
 mod probe_error;
 mod settings;
 mod store;
 mod variables;
 
+pub use multipart::MULTIPART_ABORT_TIMEOUT;
 pub use probe::{
     BucketProbe, ConditionalWrites, CredentialSource, ProbeError, ResolvedEndpoint, access_key_hint,
 };
