@@ -16,7 +16,7 @@ pub use local::LocalDirStore;
 pub use s3::{
     BucketProbe, CaBundle, ChecksumMode, ConditionalWrites, CredentialSource, MAX_PART_SIZE,
     MIN_PART_SIZE, MULTIPART_ABORT_TIMEOUT, ProbeError, ResolvedEndpoint, S3Settings, S3Store, Sse,
-    access_key_hint,
+    access_key_hint, redact_endpoint,
 };
 /// The S3 backend's variables that tools name in their advice (e.g. `doctor`'s fixes).
 pub mod variables {

@@ -469,7 +469,7 @@ impl ObjectStore for S3Store {
         let s = &self.settings;
         let mut text = format!("s3://{}/{}", s.bucket, s.folder);
         if let Some(endpoint) = &s.endpoint {
-            text.push_str(&format!(" at {endpoint}"));
+            text.push_str(&format!(" at {}", super::redact::redact_endpoint(endpoint)));
         }
         text
     }
