@@ -361,8 +361,7 @@ impl StepState {
             let failures = failures + 1;
             self.phase = Phase::Backoff {
                 failures,
-                // The backoff is bounded by its maximum; were that past the clock's
-                // range, retry right away rather than panic.
+                // Bounded by the backoff's maximum; past the clock's range: retry now.
                 retry_at: now.checked_add(backoff.delay(failures)).unwrap_or(now),
             };
         }
@@ -448,13 +447,10 @@ impl Steps {
         }
     }
 
-    /// Removes the step (LogDelete) at `now`, given the `slot` it had when the caller took
-    /// its archive lock, and returns every segment it may have in the spool, for the caller
-    /// to remove after the map is unlocked (file operations must not hold up every other
-    /// step's appends). A fresh slot takes the step's place, its first segment after the
-    /// removed ones: an append that comes meanwhile starts the step afresh in a file the
-    /// removal never touches, so it neither waits for the removal nor brings a deleted line
-    /// back.
+    /// Removes the step (LogDelete) at `now`, given the `slot` whose archive lock the caller
+    /// holds; returns its segments, for the caller to remove with the map unlocked. A fresh
+    /// slot starting after them takes its place: an append meanwhile starts the step afresh
+    /// in a file the removal never touches, so it neither waits nor brings a line back.
     pub(crate) fn remove(&self, id: StepId, slot: &Arc<Slot>, now: Instant) -> Range<u32> {
         let mut map = lock(&self.map);
         let segments = slot.state().remove();
