@@ -327,15 +327,20 @@ impl Shared {
                 self.store.describe()
             ))
         });
-        let inner = self.clone();
-        let removed = slot.clone();
-        blocking(move || {
-            inner.steps.remove(id, removed.as_ref(), |segments| {
+        if let Some(slot) = &slot {
+            let segments = self.steps.remove(id, slot, self.clock.now());
+            let inner = self.clone();
+            blocking(move || {
+                #[cfg(test)]
+                crate::interleavings::reached(&format!(
+                    "delete {id} in {}",
+                    inner.spool.root().display()
+                ));
                 inner.spool.remove(id, segments)
             })
-        })
-        .await
-        .map_err(|e| storage(format!("cannot delete the staged log of step {id}: {e}")))?;
+            .await
+            .map_err(|e| storage(format!("cannot delete the staged log of step {id}: {e}")))?;
+        }
         // The legacy copy last: if it cannot be removed now, the host reports the error and
         // a retry finds nothing else left to delete.
         if let Some(legacy) = self.legacy.get() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use archive::LocalDirStore;
 use logservice::{LogEntry, LogService, Step, StepId};
 
-use crate::{Clock, Engine, EngineSettings, ManualClock};
+use crate::{Clock, Engine, EngineSettings, ManualClock, SyncMode};
 
 type Hook = Box<dyn FnOnce() + Send>;
 
@@ -29,6 +29,30 @@ pub(crate) fn reached(point: &str) {
     if let Some(hook) = hook {
         hook();
     }
+}
+
+/// Failures a test makes the engine meet at a labelled point, once each: what a real disk
+/// cannot be made to do on demand (an fsync that fails).
+static FAULTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Called by the engine where a test may inject an I/O error: `fsync <path>` before a spool
+/// file is flushed.
+pub(crate) fn injected(point: &str) -> std::io::Result<()> {
+    let mut faults = FAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    match faults.iter().position(|p| p == point) {
+        Some(n) => {
+            faults.swap_remove(n);
+            Err(std::io::Error::other(format!(
+                "injected failure at {point}"
+            )))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Makes the engine fail the next time it reaches `point` (see [`injected`]).
+pub(crate) fn fail_at(point: String) {
+    FAULTS.lock().unwrap_or_else(|e| e.into_inner()).push(point);
 }
 
 /// Pauses the engine the next time it reaches `point` until the returned sender is used
@@ -93,9 +117,15 @@ fn texts(entries: &[LogEntry]) -> Vec<(i64, String)> {
 /// An engine on a manual clock that archives finished steps at the next pass, and whose
 /// file pool only holds files given back (no background refill).
 async fn engine(dir: &Path) -> (Arc<Engine>, ManualClock) {
+    engine_syncing(dir, SyncMode::Interval).await
+}
+
+/// [`engine`] with the given `SPOOL_SYNC` mode.
+async fn engine_syncing(dir: &Path, sync: SyncMode) -> (Arc<Engine>, ManualClock) {
     let mut settings = EngineSettings::new(dir.join("spool"));
     settings.finalize_delay = Duration::ZERO;
     settings.sync_interval = Duration::from_secs(3600);
+    settings.sync = sync;
     let store = Arc::new(LocalDirStore::new(dir.join("archive")).unwrap());
     let clock = ManualClock::new();
     let engine = Engine::start_with_clock(settings, store, Clock::Manual(clock.clone()))
@@ -278,4 +308,107 @@ async fn calls_before_the_spool_is_open_wait_for_it() {
             (1, "second engine".to_string())
         ]
     );
+}
+
+/// Finding 8 of issue 12: with `SPOOL_SYNC=always`, an append whose fsync fails is reported
+/// failed and cut back off its segment, so neither a read nor the archive ever shows its
+/// lines, and the appends after it read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_fsync_failed_is_never_read_or_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, clock) = engine_syncing(dir.path(), SyncMode::Always).await;
+    engine
+        .log_append(&step(1), vec![entry(1, 0, "acknowledged")])
+        .await
+        .unwrap();
+    let segment = dir.path().join("spool/steps/1.0.ndjson");
+    fail_at(format!("fsync {}", segment.display()));
+    let err = engine
+        .log_append(&step(1), vec![entry(1, 1, "reported failed")])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot fsync"), "{err}");
+    engine
+        .log_append(&step(1), vec![entry(1, 2, "acknowledged too")])
+        .await
+        .unwrap();
+    let acknowledged = [
+        (0, "acknowledged".to_string()),
+        (2, "acknowledged too".to_string()),
+    ];
+    assert_eq!(
+        texts(&engine.log_find(&step(1)).await.unwrap()),
+        acknowledged
+    );
+
+    engine.step_finished(&step(1)).await;
+    clock.settle().await;
+    assert_eq!(engine.stats().archive_uploads, 1);
+    assert!(!segment.exists(), "archived and removed");
+    assert_eq!(
+        texts(&engine.log_find(&step(1)).await.unwrap()),
+        acknowledged
+    );
+}
+
+/// Finding 8 of issue 12: LogDelete removes a step's files without holding the steps map.
+/// Paused while it removes them, appends of another step and of the deleted step itself go
+/// through, and no deleted line comes back, neither in reads nor in the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_during_a_delete_neither_wait_nor_bring_deleted_lines_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, clock) = engine(dir.path()).await;
+    let deleted = (0..3).map(|n| entry(1, n, "deleted")).collect();
+    engine.log_append(&step(1), deleted).await.unwrap();
+    engine
+        .log_append(&step(2), vec![entry(2, 0, "other step")])
+        .await
+        .unwrap();
+    let spool = dir.path().join("spool");
+    let (removing, go) = pause_at(format!("delete 1 in {}", spool.display()));
+    let delete = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.log_delete(&step(1)).await }
+    });
+    removing.await.unwrap();
+
+    let mut appends = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .log_append(&step(2), vec![entry(2, 1, "other step, meanwhile")])
+                .await
+                .unwrap();
+            engine
+                .log_append(&step(1), vec![entry(1, 1, "after the delete")])
+                .await
+                .unwrap();
+        }
+    });
+    // A deadlock detector, not a timing: before, these appends waited for the delete, which
+    // waits for this test.
+    let appended = tokio::time::timeout(Duration::from_secs(30), &mut appends).await;
+    go.send(()).unwrap();
+    match appended {
+        Ok(result) => result.unwrap(),
+        Err(_) => {
+            appends.await.unwrap();
+            panic!("appends waited for the removal of another step's files");
+        }
+    }
+    delete.await.unwrap().unwrap();
+
+    let after = [(1, "after the delete".to_string())];
+    assert_eq!(texts(&engine.log_find(&step(1)).await.unwrap()), after);
+    assert_eq!(
+        texts(&engine.log_find(&step(2)).await.unwrap()),
+        [
+            (0, "other step".to_string()),
+            (1, "other step, meanwhile".to_string())
+        ]
+    );
+    engine.step_finished(&step(1)).await;
+    clock.settle().await;
+    assert_eq!(engine.stats().archive_uploads, 1);
+    assert_eq!(texts(&engine.log_find(&step(1)).await.unwrap()), after);
 }

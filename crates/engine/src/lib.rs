@@ -41,7 +41,7 @@ pub use engine::{Engine, StartError};
 pub use read::{read_step_log, read_step_log_with_legacy};
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
-    SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode,
+    SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode, WOODPECKER_DATA,
 };
 pub use spool::SpoolDirError;
 pub use stats::{EngineStats, Histogram, UPLOAD_LATENCY_BOUNDS};

@@ -71,7 +71,7 @@ pub const ARCHIVE_CONCURRENCY: Setting<usize> = Setting {
 
 /// Where Woodpecker keeps its own data in the official images; a spool next to it lives on
 /// the same persistent volume.
-const WOODPECKER_DATA: &str = "/var/lib/woodpecker";
+pub const WOODPECKER_DATA: &str = "/var/lib/woodpecker";
 
 /// When appended lines reach the disk itself, beyond the OS page cache (`SPOOL_SYNC`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -189,10 +189,12 @@ impl Spool {
     }
 
     /// Appends `records` to a segment that currently holds `len` bytes. The caller holds the
-    /// step's lock, so appends of one step never interleave. On a failed write the segment is
-    /// cut back to `len`, so a half-written batch never sits in front of later records. A
-    /// batch that would leave less free space than archive builds need is refused
-    /// ([`io::ErrorKind::StorageFull`], as when the disk itself is full).
+    /// step's lock, so appends of one step never interleave. When the write or (with `sync`)
+    /// the fsync fails, the segment is cut back to `len`: the host was told the batch failed,
+    /// so none of it may be read or archived later, and a half-written batch must never sit
+    /// in front of later records. A batch that would leave less free space than archive
+    /// builds need is refused ([`io::ErrorKind::StorageFull`], as when the disk itself is
+    /// full).
     pub(crate) fn append(
         &self,
         id: StepId,
@@ -206,17 +208,31 @@ impl Spool {
             .claim(records.len() as u64)
             .map_err(context("cannot write spool file", &path))?;
         let file = self.handle(id, segment, &path, len == 0)?;
-        if let Err(e) = (&*file).write_all(records) {
-            let _ = file.set_len(len);
-            return Err(context("cannot write spool file", &path)(e));
-        }
-        if sync {
-            file.sync_data()
-                .map_err(context("cannot fsync spool file", &path))?;
-            if len == 0 {
-                sync_dir(&self.steps)?;
+        let written = (&*file)
+            .write_all(records)
+            .map_err(context("cannot write spool file", &path))
+            .and_then(|()| {
+                if sync {
+                    fsync(&file, &path)?;
+                    if len == 0 {
+                        sync_dir(&self.steps)?;
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = written {
+            if let Err(cut) = file.set_len(len) {
+                // The failed batch stays in the file: readers stop at the acknowledged
+                // length, but an archive run would include it.
+                tracing::error!(
+                    file = %path.display(),
+                    error = %cut,
+                    "cannot cut a failed append back off the spool file"
+                );
             }
-        } else {
+            return Err(e);
+        }
+        if !sync {
             let mut dirty = self.dirty.lock().expect("spool dirty set");
             dirty.files.insert((id, segment));
             dirty.dir |= len == 0;
@@ -264,30 +280,52 @@ impl Spool {
             .pop(&(id, segment));
     }
 
-    /// Flushes everything appended since the last call to the disk.
+    /// Flushes everything appended since the last call to the disk; returns how many files
+    /// it flushed. A file that fails does not stop the others: they are all tried, the
+    /// failed ones stay in the dirty set for the next call, and the first error is returned.
     pub(crate) fn sync_pending(&self) -> io::Result<usize> {
         let pending = std::mem::take(&mut *self.dirty.lock().expect("spool dirty set"));
         let mut synced = 0;
+        let mut failed = Dirty::default();
+        let mut errors = Vec::new();
         for (id, segment) in pending.files {
             let path = self.segment_path(id, segment);
             match self.sync_file(&path) {
                 Ok(()) => synced += 1,
                 // Archived or deleted meanwhile: nothing left to flush.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed.files.insert((id, segment));
+                    errors.push(e);
+                }
             }
         }
-        if pending.dir {
-            sync_dir(&self.steps)?;
+        if pending.dir
+            && let Err(e) = sync_dir(&self.steps)
+        {
+            failed.dir = true;
+            errors.push(e);
         }
-        Ok(synced)
+        let mut errors = errors.into_iter();
+        let Some(first) = errors.next() else {
+            return Ok(synced);
+        };
+        let mut dirty = self.dirty.lock().expect("spool dirty set");
+        dirty.files.extend(failed.files);
+        dirty.dir |= failed.dir;
+        let more = errors.len();
+        Err(if more == 0 {
+            first
+        } else {
+            io::Error::new(first.kind(), format!("{first} (and {more} more)"))
+        })
     }
 
     /// Flushes one spool file to disk.
     pub(crate) fn sync_file(&self, path: &Path) -> io::Result<()> {
         File::open(path)
-            .and_then(|f| f.sync_data())
             .map_err(context("cannot fsync spool file", path))
+            .and_then(|f| fsync(&f, path))
     }
 
     /// Records that StepFinished came for a step: a hint for recovery only (without it, a
@@ -493,6 +531,16 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     pool::remove_if_exists(path).map_err(context("cannot remove", path))
 }
 
+/// Flushes a spool file's data. Tests can make it fail at `fsync <path>` (a real disk cannot
+/// be made to fail an fsync on demand).
+fn fsync(file: &File, path: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    crate::interleavings::injected(&format!("fsync {}", path.display()))
+        .map_err(context("cannot fsync spool file", path))?;
+    file.sync_data()
+        .map_err(context("cannot fsync spool file", path))
+}
+
 fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)
         .and_then(|d| d.sync_all())
@@ -500,82 +548,4 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(n: i64) -> StepId {
-        StepId::new(n).unwrap()
-    }
-
-    #[test]
-    fn step_file_names_round_trip_and_strangers_are_not_ours() {
-        let name = segment_name(id(42), 7);
-        assert_eq!(StepFile::parse(&name), Some(StepFile::Segment(id(42), 7)));
-        assert_eq!(
-            StepFile::parse("42.finished"),
-            Some(StepFile::FinishedMarker(id(42)))
-        );
-        for stranger in [
-            "42",
-            "0.1.ndjson",
-            "x.1.ndjson",
-            "42.1.json",
-            "42.-1.ndjson",
-        ] {
-            assert_eq!(StepFile::parse(stranger), None, "{stranger}");
-        }
-    }
-
-    #[test]
-    fn segments_are_listed_in_order_without_a_spool_too() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(list_segments(dir.path(), id(5)).unwrap().is_empty());
-        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
-        for segment in [10, 2, 1] {
-            spool
-                .append(id(5), segment, 0, b"{\"line\":0}\n", false)
-                .unwrap();
-        }
-        spool.append(id(6), 0, 0, b"{\"line\":0}\n", false).unwrap();
-        let listed = list_segments(dir.path(), id(5)).unwrap();
-        let expected: Vec<PathBuf> = [1, 2, 10]
-            .into_iter()
-            .map(|segment| spool.segment_path(id(5), segment))
-            .collect();
-        assert_eq!(listed, expected);
-    }
-
-    /// The journal survives a restart for steps still in the spool, converts the marker files
-    /// of earlier versions, and is compacted to what is still needed.
-    #[test]
-    fn finished_journal_is_recovered_converted_and_compacted() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
-            spool.recover().unwrap();
-            for n in [1, 2, 3] {
-                spool.append(id(n), 0, 0, b"{\"line\":0}\n", false).unwrap();
-            }
-            spool.mark_finished(id(1)).unwrap();
-            spool.mark_finished(id(9)).unwrap(); // finished, then archived: no segments left
-            spool.sync_pending().unwrap();
-        }
-        std::fs::write(dir.path().join("steps/2.finished"), b"").unwrap();
-
-        let (spool, _lock) = Spool::open(dir.path(), dir.path(), 8).unwrap();
-        let found = spool.recover().unwrap();
-        let finished: Vec<(i64, bool)> =
-            found.iter().map(|(id, s)| (id.get(), s.finished)).collect();
-        assert_eq!(finished, [(1, true), (2, true), (3, false)]);
-        assert!(!dir.path().join("steps/2.finished").exists());
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("finished")).unwrap(),
-            "1\n2\n"
-        );
-        spool.mark_finished(id(3)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("finished")).unwrap(),
-            "1\n2\n3\n"
-        );
-    }
-}
+mod tests;

@@ -15,8 +15,9 @@
 //! its state and its archive lock); taken, the async archive lock comes first, because the
 //! map and the state are plain mutexes that are never held across an `.await`, so nobody
 //! awaits the archive lock while holding either. Appends write the spool while holding the
-//! state, and LogDelete removes the step's files while holding the map (so no append can
-//! restart the step in a file being removed). The spool's own mutexes (open handles, the
+//! state. LogDelete holds neither while it removes the step's files: a fresh slot whose
+//! segments start after the removed ones replaces the step first (see [`Steps::remove`]), so
+//! no append can restart the step in a file being removed. The spool's own mutexes (open handles, the
 //! dirty set, the finished journal, the file pool, the readers' registry) and the backoff's
 //! random source are leaves: taken last, nothing is taken while holding them.
 //!
@@ -31,7 +32,7 @@
 //! | `Archiving { n }`   | the run stored the object, or had nothing to store | `Idle` (`archived_at` = now)    | `archiver`, run end  |
 //! | `Archiving { n }`   | the run failed (or panicked, or was aborted)       | `Backoff { n + 1, retry_at }`   | `archiver`, run end  |
 //! | `Idle`, `Backoff`   | no spool data, no activity for the idle timeout    | `Removed` (left the map)        | `archiver::schedule` |
-//! | any                 | LogDelete                                          | `Removed` (left the map)        | `Shared::delete`     |
+//! | any                 | LogDelete                                          | `Removed` (a fresh `Idle` slot replaces it) | `Shared::delete`     |
 //! | `Removed`           | anything                                           | `Removed`                       |                      |
 //!
 //! Beside the phase, a state holds facts that events update whatever the phase:
@@ -239,13 +240,17 @@ impl StepState {
             Phase::Idle => None,
             Phase::Backoff { retry_at, .. } => Some(retry_at),
         };
+        // A time past the clock's range (a timer of centuries) never comes: checked, so no
+        // setting can make the scheduler panic.
         if self.has_data() {
             let due = match self.finished_at {
-                Some(finished) => finished.max(self.last_append) + settings.finalize_delay,
-                None => self.last_append + settings.idle_timeout,
+                Some(finished) => finished
+                    .max(self.last_append)
+                    .checked_add(settings.finalize_delay),
+                None => self.last_append.checked_add(settings.idle_timeout),
             };
-            let due = retry_at.map_or(due, |retry| retry.max(due));
-            return if now >= due {
+            let due = due.map(|due| retry_at.map_or(due, |retry| retry.max(due)));
+            return if due.is_some_and(|due| now >= due) {
                 Action::Archive
             } else {
                 Action::Wait
@@ -256,10 +261,9 @@ impl StepState {
             .flatten()
             .max()
             .unwrap_or(self.last_append);
-        if now >= last + settings.idle_timeout {
-            Action::Forget
-        } else {
-            Action::Wait
+        match last.checked_add(settings.idle_timeout) {
+            Some(due) if now >= due => Action::Forget,
+            _ => Action::Wait,
         }
     }
 
@@ -357,7 +361,8 @@ impl StepState {
             let failures = failures + 1;
             self.phase = Phase::Backoff {
                 failures,
-                retry_at: now + backoff.delay(failures),
+                // Bounded by the backoff's maximum; past the clock's range: retry now.
+                retry_at: now.checked_add(backoff.delay(failures)).unwrap_or(now),
             };
         }
     }
@@ -442,28 +447,20 @@ impl Steps {
         }
     }
 
-    /// Removes the step (LogDelete), given the `slot` it had when the caller took its archive
-    /// lock, and passes every segment it may have in the spool to `clean_up`. The map stays
-    /// locked until `clean_up` returns, so no append can start the step afresh in a segment
-    /// being removed.
-    pub(crate) fn remove<T>(
-        &self,
-        id: StepId,
-        slot: Option<&Arc<Slot>>,
-        clean_up: impl FnOnce(Range<u32>) -> T,
-    ) -> T {
+    /// Removes the step (LogDelete) at `now`, given the `slot` whose archive lock the caller
+    /// holds; returns its segments, for the caller to remove with the map unlocked. A fresh
+    /// slot starting after them takes its place: an append meanwhile starts the step afresh
+    /// in a file the removal never touches, so it neither waits nor brings a line back.
+    pub(crate) fn remove(&self, id: StepId, slot: &Arc<Slot>, now: Instant) -> Range<u32> {
         let mut map = lock(&self.map);
-        let segments = match slot {
-            Some(slot) => {
-                let segments = slot.state().remove();
-                if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-                    map.remove(&id);
-                }
-                segments
-            }
-            None => 0..0,
-        };
-        clean_up(segments)
+        let segments = slot.state().remove();
+        if map.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            let mut successor = StepState::new(now);
+            successor.first_segment = segments.end;
+            successor.segment = segments.end;
+            map.insert(id, Slot::new(successor));
+        }
+        segments
     }
 
     /// What the steps add up to at `now`: one pass, one step locked at a time.
@@ -559,6 +556,22 @@ mod tests {
             state.action(t0 + Duration::from_secs(610), &s),
             Action::Forget
         );
+    }
+
+    /// Finding 8 of issue 12: timers past the clock's range mean "never", not a panic that
+    /// silently ends the scheduler.
+    #[test]
+    fn timers_past_the_clocks_range_never_come() {
+        let mut s = settings();
+        s.finalize_delay = Duration::MAX;
+        s.idle_timeout = Duration::MAX;
+        let t0 = Instant::now();
+        let mut state = StepState::new(t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "no data");
+        state.appended(10, t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "running");
+        state.finished(t0);
+        assert_eq!(state.action(t0, &s), Action::Wait, "finished");
     }
 
     /// The phase table, walked: failures count up through backoff and reset on success; a

@@ -20,8 +20,16 @@ pub fn parse_bool(variable: &str, value: &str) -> Result<bool, SettingError> {
     }
 }
 
-/// A Go duration such as `500ms`, `5s`, `1h30m`. Negative durations are refused: no
-/// setting of this product means anything with one.
+/// The longest duration Go's `time.ParseDuration` accepts (2^63 - 1 ns, about 292 years), as
+/// Go writes it. Longer ones are refused too, so no setting can hold a duration that the
+/// clock arithmetic using it cannot represent.
+const MAX_DURATION: Duration = Duration::new(9_223_372_036, 854_775_807);
+
+/// [`MAX_DURATION`] in the notation of the error that names it.
+const MAX_DURATION_TEXT: &str = "2562047h47m16.854775807s";
+
+/// A Go duration such as `500ms`, `5s`, `1h30m`, at most [`MAX_DURATION`], as in Go.
+/// Negative durations are refused: no setting of this product means anything with one.
 pub fn parse_duration(variable: &str, value: &str) -> Result<Duration, SettingError> {
     let error = |reason: &str| SettingError::new(variable, value, reason);
     let text = value.trim();
@@ -60,7 +68,14 @@ pub fn parse_duration(variable: &str, value: &str) -> Result<Duration, SettingEr
         total += number * seconds;
         rest = tail;
     }
-    Duration::try_from_secs_f64(total).map_err(|_| error("duration out of range"))
+    Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| {
+            error(&format!(
+                "too long: at most {MAX_DURATION_TEXT} (about 292 years, the longest duration Woodpecker accepts)"
+            ))
+        })
 }
 
 /// A whole number within `range` (inclusive), in the integer type the setting is used as.
@@ -154,6 +169,32 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    /// Finding 8 of issue 12: a duration too long for the clock (it overflowed `Instant` in
+    /// the scheduler) is refused at start, naming the variable, its value and the maximum.
+    #[test]
+    fn absurd_durations_are_refused_with_the_maximum() {
+        let variable = "WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT";
+        for absurd in ["99999999999999999h", "2562048h", "9223372037s"] {
+            let err = parse_duration(variable, absurd).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid {variable}={absurd:?}: too long: at most 2562047h47m16.854775807s \
+                     (about 292 years, the longest duration Woodpecker accepts)"
+                )
+            );
+        }
+        assert_eq!(
+            parse_duration(variable, "2562047h"),
+            Ok(Duration::from_secs(2_562_047 * 3600))
+        );
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The addon's whole configuration, read once from the environment it inherits from the
 //! Woodpecker server.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use archive::variables::BUCKET;
 use archive::{LocalDirStore, ObjectStore, S3Settings, S3Store};
 use engine::EngineSettings;
 use settings::{SettingError, Source};
@@ -42,12 +43,27 @@ pub(crate) struct Config {
 impl Config {
     /// Reads every setting; the error names the variable at fault.
     pub(crate) fn from_source(source: &impl Source) -> Result<Self, SettingError> {
+        Self::read(source, Path::new(engine::WOODPECKER_DATA))
+    }
+
+    /// [`Config::from_source`], with Woodpecker's data volume at `woodpecker_data`.
+    fn read(source: &impl Source, woodpecker_data: &Path) -> Result<Self, SettingError> {
         let engine = EngineSettings::from_source(source)?;
         let backend = match S3Settings::from_source(source)? {
             Some(s3) => Backend::S3(Box::new(s3)),
             None => Backend::LocalDir(match ARCHIVE_DIR.read(source)? {
                 Some(dir) => dir,
-                None => default_archive_dir(&engine.spool_dir),
+                None => {
+                    let dir = default_archive_dir(&engine.spool_dir);
+                    // A spool the admin placed is on a volume of their choosing; one that
+                    // fell back takes the archive with it.
+                    if source.get(engine::SPOOL_DIR.name).is_none()
+                        && !dir.starts_with(woodpecker_data)
+                    {
+                        log_archive_off_the_data_volume(&dir, woodpecker_data);
+                    }
+                    dir
+                }
             }),
         };
         Ok(Self {
@@ -93,6 +109,15 @@ impl Store {
         }
     }
 
+    /// Aborts the multipart uploads abandoned by archive runs cut short at exit, within
+    /// [`archive::MULTIPART_ABORT_TIMEOUT`] (nothing to do for a directory).
+    pub(crate) async fn abort_unfinished_uploads(&self) {
+        if let Store::S3(s3) = self {
+            s3.abort_unfinished_uploads(archive::MULTIPART_ABORT_TIMEOUT)
+                .await;
+        }
+    }
+
     /// Whether the backend answers (a bucket request on S3; nothing to do for a directory).
     pub(crate) async fn check(&self) -> Result<(), archive::StoreError> {
         match self {
@@ -103,9 +128,108 @@ impl Store {
 }
 
 /// Next to the spool, so both live on the same volume: `<spool>/../woodpecker-s3-logs-archive`.
-fn default_archive_dir(spool: &std::path::Path) -> PathBuf {
+fn default_archive_dir(spool: &Path) -> PathBuf {
     spool
         .parent()
         .unwrap_or(spool)
         .join("woodpecker-s3-logs-archive")
+}
+
+/// The default archive directory followed the spool off Woodpecker's data volume (which was
+/// not writable). Unlike the spool, which only holds running steps, the archive is every
+/// finished log: said at error level, with the fix, at every start. Not a refusal to start:
+/// the addon cannot tell whether the directory persists (a per-user state directory does on
+/// an ordinary host), and a refusal would stop the Woodpecker server itself, CI with it.
+fn log_archive_off_the_data_volume(dir: &Path, woodpecker_data: &Path) {
+    tracing::error!(
+        archive_dir = %dir.display(),
+        "no bucket is set, so finished logs are archived to the local directory {}, which is \
+         not on Woodpecker's data volume {}: if it does not survive a restart (a container's \
+         own file system does not), every archived log is lost with it. Set {} to archive to \
+         S3, or {} to a directory on a persistent volume",
+        dir.display(),
+        woodpecker_data.display(),
+        BUCKET.name,
+        ARCHIVE_DIR.name,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `f` logs, as text.
+    fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        (result, text)
+    }
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Finding 8 of issue 12: with no bucket, no archive directory and a spool that fell back
+    /// off Woodpecker's data volume, the archive's fate is an error-level line naming the
+    /// settings that fix it (before, only the spool's warning about running steps).
+    #[test]
+    fn an_archive_that_fell_back_with_the_spool_is_an_error_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("not-writable-woodpecker-data");
+        let state = tmp.path().join("state");
+        let env = source(&[("XDG_STATE_HOME", state.to_str().unwrap())]);
+        let (config, text) = logged(|| Config::read(&env, &data).unwrap());
+        let Backend::LocalDir(dir) = &config.backend else {
+            panic!("no bucket: a local directory");
+        };
+        let line = text
+            .lines()
+            .find(|line| line.contains("ERROR"))
+            .unwrap_or_else(|| panic!("no error line in {text:?}"));
+        for needed in [
+            &dir.display().to_string(),
+            "WOODPECKER_LOG_STORE_S3_BUCKET",
+            "WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR",
+            "lost",
+        ] {
+            assert!(line.contains(needed), "{needed} in {line}");
+        }
+
+        let chosen = tmp.path().join("archive");
+        let env = source(&[
+            ("XDG_STATE_HOME", state.to_str().unwrap()),
+            (ARCHIVE_DIR.name, chosen.to_str().unwrap()),
+        ]);
+        let (_, text) = logged(|| Config::read(&env, &data).unwrap());
+        assert!(!text.contains("ERROR"), "{text}");
+
+        let placed = tmp.path().join("volume/spool");
+        let env = source(&[(engine::SPOOL_DIR.name, placed.to_str().unwrap())]);
+        let (_, text) = logged(|| Config::read(&env, &data).unwrap());
+        assert!(!text.contains("ERROR"), "{text}");
+    }
 }

@@ -60,6 +60,7 @@ pub(crate) fn run() -> ! {
             .await
             .unwrap_or_else(|e| fail(&e.to_string()));
         attach_legacy(&engine, &store, &config).await;
+        let archive = store.clone();
         engine.background().spawn(async move {
             match store.check().await {
                 Ok(()) => tracing::debug!("archive backend reachable"),
@@ -118,6 +119,7 @@ pub(crate) fn run() -> ! {
             if let Err(error) = engine.shutdown_within(grace).await {
                 tracing::error!(%error, "flushing the spool before exit failed");
             }
+            archive.abort_unfinished_uploads().await;
             tracing::info!("stopped after SIGTERM");
             std::process::exit(0)
         }
@@ -126,6 +128,7 @@ pub(crate) fn run() -> ! {
         if let Err(error) = engine.flush().await {
             tracing::error!(%error, "flushing the spool before exit failed");
         }
+        archive.abort_unfinished_uploads().await;
         std::process::exit(code)
     })
 }

@@ -2,15 +2,19 @@
 
 mod batch;
 mod error;
+mod multipart;
 mod probe;
 mod probe_error;
+mod redact;
 mod settings;
 mod store;
 mod variables;
 
+pub use multipart::MULTIPART_ABORT_TIMEOUT;
 pub use probe::{
     BucketProbe, ConditionalWrites, CredentialSource, ProbeError, ResolvedEndpoint, access_key_hint,
 };
+pub use redact::redact_endpoint;
 pub use settings::{CaBundle, ChecksumMode, S3Settings, Sse};
 pub use store::S3Store;
 pub use variables::{

@@ -126,7 +126,13 @@ impl S3Store {
         let s = &self.settings;
         let bad = |detail: String| ProbeError::Endpoint {
             bucket: s.bucket.clone(),
-            detail,
+            // The SDK's rules may quote the endpoint setting.
+            detail: match &s.endpoint {
+                Some(endpoint) => {
+                    detail.replace(endpoint.as_str(), &super::redact::redact_endpoint(endpoint))
+                }
+                None => detail,
+            },
         };
         let params = Params::builder()
             .bucket(&s.bucket)
@@ -142,7 +148,8 @@ impl S3Store {
             .resolve_endpoint(&params)
             .await
             .map_err(|e| bad(error_chain(&*e)))?;
-        let url = endpoint.url().to_owned();
+        // Shown by `doctor`: never with a password the endpoint setting may carry.
+        let url = super::redact::redact_endpoint(endpoint.url()).into_owned();
         let (https, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
             (Some(rest), _) => (true, rest),
             (None, Some(rest)) => (false, rest),

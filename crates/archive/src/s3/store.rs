@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
@@ -20,6 +21,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 
 use super::error::{error_chain, map_sdk_error};
+use super::multipart::Unfinished;
 use super::settings::{ChecksumMode, S3Settings, Sse};
 use crate::key::{validate_key, validate_prefix};
 use crate::{DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
@@ -34,6 +36,8 @@ pub struct S3Store {
     pub(super) settings: S3Settings,
     /// The AWS chain as loaded; the client keeps it only inside its identity resolver.
     pub(super) credentials: Option<SharedCredentialsProvider>,
+    /// Multipart uploads begun and not finished (see `multipart.rs`).
+    pub(super) unfinished: Arc<Unfinished>,
 }
 
 impl S3Store {
@@ -97,6 +101,7 @@ impl S3Store {
             client: Client::from_conf(config.build()),
             settings,
             credentials: sdk.credentials_provider(),
+            unfinished: Arc::default(),
         })
     }
 
@@ -199,6 +204,7 @@ impl S3Store {
                 request: "CreateMultipartUpload",
                 missing: "upload id",
             })?;
+        self.unfinished.began(full_key, upload_id);
 
         let result = self.upload_parts(full_key, upload_id, body, size).await;
         let result = match result {
@@ -219,20 +225,13 @@ impl S3Store {
                 .map_err(|e| self.error(full_key, "CompleteMultipartUpload", e)),
             Err(e) => Err(e),
         };
-        if result.is_err() {
+        if result.is_ok() {
+            self.unfinished.ended(upload_id);
+        } else if let Err(abort) = self.abort_upload(full_key, upload_id).await {
             // Parts of an abandoned upload are billed until aborted; a failed abort is only
-            // worth a warning (a bucket lifecycle rule can clean up later).
-            if let Err(abort) = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.settings.bucket)
-                .key(full_key)
-                .upload_id(upload_id)
-                .send()
-                .await
-            {
-                tracing::warn!("{}", self.error(full_key, "AbortMultipartUpload", abort));
-            }
+            // worth a warning (a bucket lifecycle rule can clean up later, and the abort is
+            // tried again at exit).
+            tracing::warn!("{abort}");
         }
         result
     }
@@ -470,7 +469,7 @@ impl ObjectStore for S3Store {
         let s = &self.settings;
         let mut text = format!("s3://{}/{}", s.bucket, s.folder);
         if let Some(endpoint) = &s.endpoint {
-            text.push_str(&format!(" at {endpoint}"));
+            text.push_str(&format!(" at {}", super::redact::redact_endpoint(endpoint)));
         }
         text
     }

@@ -205,7 +205,7 @@ pub(crate) fn parse_endpoint(variable: &str, value: &str) -> Result<String, Sett
         }
         _ => Err(SettingError::new(
             variable,
-            value,
+            &super::redact::redact_endpoint(value),
             "expected a URL such as https://s3.example.com or http://127.0.0.1:9000",
         )),
     }

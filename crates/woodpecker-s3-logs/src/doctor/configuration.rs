@@ -53,7 +53,7 @@ pub(super) fn describe(env: &HashMap<String, String>, config: &Config) -> String
             s3.folder,
             s3.endpoint
                 .as_deref()
-                .map(|e| format!(" at {e}"))
+                .map(|e| format!(" at {}", archive::redact_endpoint(e)))
                 .unwrap_or_default(),
             if s3.path_style { " (path-style)" } else { "" }
         ),
@@ -67,11 +67,15 @@ pub(super) fn describe(env: &HashMap<String, String>, config: &Config) -> String
 }
 
 /// A value as it may be printed: secrets (keys, tokens, passwords) are replaced, an access
-/// key id keeps its first and last four characters.
+/// key id keeps its first and last four characters, an endpoint URL loses its
+/// `user:password@`.
 fn masked(name: &str, value: &str) -> String {
     let upper = name.to_ascii_uppercase();
     if upper.ends_with("ACCESS_KEY_ID") {
         return archive::access_key_hint(value);
+    }
+    if upper.contains("ENDPOINT") {
+        return archive::redact_endpoint(value).into_owned();
     }
     let secret = upper.contains("SECRET")
         || upper.contains("PASSWORD")
@@ -108,6 +112,31 @@ mod tests {
             "AKIA…MPLE"
         );
         assert_eq!(masked("AWS_REGION", "eu-west-1"), "eu-west-1");
+    }
+
+    /// Finding 8 of issue 12: an endpoint with `user:password@` never shows the password,
+    /// neither as the variable nor in what the addon makes of it.
+    #[test]
+    fn endpoint_passwords_never_show() {
+        let env: HashMap<String, String> = [
+            ("WOODPECKER_LOG_STORE_S3_BUCKET", "ci-logs"),
+            (
+                "WOODPECKER_LOG_STORE_S3_ENDPOINT",
+                "http://admin:hunter2@127.0.0.1:9000",
+            ),
+            ("AWS_ENDPOINT_URL", "https://key:hunter2@s3.example.com"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::from_source(&env).unwrap();
+        let shown = describe(&env, &config);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("WOODPECKER_LOG_STORE_S3_ENDPOINT=http://***@127.0.0.1:9000"),
+            "{shown}"
+        );
+        assert!(shown.contains("at http://***@127.0.0.1:9000"), "{shown}");
     }
 
     #[test]
