@@ -88,13 +88,7 @@ fn peak() -> usize {
 const MIB: usize = 1 << 20;
 
 /// The tests of this binary run one at a time: the allocator's counters are the process's.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Writes `object` (compressed bytes) under step `id`'s key with `meta`, as an archive run
 /// would have.
@@ -155,7 +149,7 @@ async fn archive_large_step(h: &Harness, id: i64, size: usize) {
 async fn sixteen_concurrent_reads_of_a_150_mib_step_stay_within_the_read_budget() {
     const BUDGET: usize = 512 * MIB;
     const STEP: usize = 150 * MIB;
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let h = Harness::real_time(|s| s.read_memory = BUDGET as u64).await;
     archive_large_step(&h, 1, STEP).await;
     let expected = Arc::new(h.engine.log_find_json(&step(1)).await.unwrap());
@@ -202,7 +196,7 @@ async fn sixteen_concurrent_reads_of_a_150_mib_step_stay_within_the_read_budget(
 async fn a_decompression_bomb_fails_only_its_own_read() {
     const BOMB_LINES: i64 = 32;
     const DATA: usize = 12 * MIB; // base64 text of each line, inside the 16 MiB record limit
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let h = Harness::real_time(|_| {}).await;
     // Step 1: an ordinary archived step.
     archive_large_step(&h, 1, MIB).await;
@@ -276,15 +270,17 @@ async fn a_decompression_bomb_fails_only_its_own_read() {
 /// logs still read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_over_the_maximum_get_an_error_saying_what_to_do() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let h = Harness::real_time(|s| s.max_log_size = 2 * MIB as u64).await;
     archive_large_step(&h, 1, 3 * MIB).await;
     archive_large_step(&h, 2, MIB).await;
     // Step 3: the same 3 MiB, without metadata (an object written by another tool).
     let key = h.engine.object_key(StepId::new(1).unwrap());
     let (bytes, _) = h.store.inner.get(&key).await.unwrap().unwrap();
-    let mut foreign = ObjectMeta::default();
-    foreign.content_encoding = "zstd".into();
+    let foreign = ObjectMeta {
+        content_encoding: "zstd".into(),
+        ..ObjectMeta::default()
+    };
     let rewritten = String::from_utf8(zstd::decode_all(&bytes[..]).unwrap())
         .unwrap()
         .replace("\"step_id\":1,", "\"step_id\":3,");
