@@ -10,7 +10,6 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 
-use archive::ObjectStore;
 use engine::format::{self, ObjectWriter};
 use goplugin::{ClientConfig, PluginClient};
 use logservice::addon::{HANDSHAKE, LogClient, PLUGIN_NAME};
