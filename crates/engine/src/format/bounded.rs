@@ -109,3 +109,60 @@ impl<R: io::Read> io::Read for Capped<R> {
         Ok(read)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{RawRecord, RecordError};
+
+    fn meta(size: Option<&str>) -> ObjectMeta {
+        let mut meta = ObjectMeta::default();
+        if let Some(size) = size {
+            meta.user.insert(META_UNCOMPRESSED_SIZE.into(), size.into());
+        }
+        meta
+    }
+
+    #[test]
+    fn recorded_sizes_are_believed_only_when_plausible() {
+        let recorded = text_limit(1000, &meta(Some("5000")), u64::MAX);
+        assert_eq!((recorded.bytes, recorded.recorded), (5000, true));
+        let plausible = 1000 * MAX_COMPRESSION_RATIO + (64 << 10);
+        for absent_or_absurd in [None, Some("x"), Some("-1"), Some("99999999999999")] {
+            let limit = text_limit(1000, &meta(absent_or_absurd), u64::MAX);
+            assert_eq!((limit.bytes, limit.recorded), (plausible, false));
+            assert_eq!(text_limit(1000, &meta(absent_or_absurd), 4096).bytes, 4096);
+        }
+    }
+
+    #[test]
+    fn reading_stops_past_the_limit() {
+        let text = b"{\"line\":1}\n{\"line\":2}\n".repeat(1000);
+        let bytes = zstd::encode_all(&text[..], 3).unwrap();
+        let read_all = |limit: TextLimit| -> Result<usize, RecordError> {
+            let mut reader = object_reader_within(&bytes, limit)?;
+            let mut lines = 0;
+            // The same two lines repeat, so the order check fails at the third record at
+            // the latest; count what comes before an error.
+            while let RawRecord::Line { .. } = reader.next_raw()? {
+                lines += 1;
+            }
+            Ok(lines)
+        };
+        let exact = TextLimit {
+            bytes: text.len() as u64,
+            recorded: true,
+        };
+        assert!(matches!(read_all(exact), Err(RecordError::Unsorted { .. })));
+        let small = TextLimit {
+            bytes: 5,
+            recorded: true,
+        };
+        match read_all(small) {
+            Err(RecordError::Inflated(Inflated(limit))) => assert_eq!(limit, small),
+            other => panic!("{:?}", other.map_err(|e| e.to_string())),
+        }
+        let message = RecordError::Inflated(Inflated(small)).to_string();
+        assert!(message.contains("more than the 5 bytes"), "{message}");
+    }
+}
