@@ -11,6 +11,11 @@ use std::io::{self, BufRead, Write};
 use archive::ObjectMeta;
 use logservice::{LogEntry, StepId};
 
+mod bounded;
+pub use bounded::{
+    Inflated, MAX_COMPRESSION_RATIO, TextLimit, WINDOW_LOG_MAX, object_reader_within, text_limit,
+};
+
 /// Bumped whenever a reader of the previous version could misread an object. It is part of
 /// the key, so two versions can live side by side during a migration.
 pub const FORMAT_VERSION: u32 = 1;
@@ -118,7 +123,10 @@ impl Summary {
 pub enum RecordError {
     /// Reading (or decompressing) failed.
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+    /// The object decompressed to more than it may (see [`object_reader_within`]).
+    #[error("{0}")]
+    Inflated(Inflated),
     /// A record longer than [`MAX_RECORD_BYTES`] starts at `offset`.
     #[error("record at byte {offset} is longer than {MAX_RECORD_BYTES} bytes")]
     TooLong {
@@ -280,6 +288,15 @@ impl<R: BufRead> RecordReader<R> {
             bytes: &self.buf,
             canonical,
         })
+    }
+}
+
+impl From<io::Error> for RecordError {
+    fn from(error: io::Error) -> Self {
+        match error.get_ref().and_then(|e| e.downcast_ref::<Inflated>()) {
+            Some(inflated) => Self::Inflated(*inflated),
+            None => Self::Io(error),
+        }
     }
 }
 

@@ -11,13 +11,14 @@
 //! `shared.rs` (what the calls and the background loops share), `stats.rs` (what operators
 //! are told),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
-//! archive runs), `build.rs` (merging into a new object), `read.rs` (the read path),
+//! archive runs), `build.rs` (merging into a new object), `read.rs` and `budget.rs` (the read path and its memory budget),
 //! `legacy.rs` (logs from before the switch, read through), `spool.rs`, `spool/dir.rs`,
 //! `spool/reading.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs`
 //! (time, retries and where work runs); `interleavings.rs` holds tests.
 
 mod archiver;
 mod backoff;
+mod budget;
 mod build;
 mod clock;
 mod engine;
@@ -41,7 +42,7 @@ pub use engine::{Engine, StartError};
 pub use read::{read_step_log, read_step_log_with_legacy};
 pub use settings::{
     ARCHIVE_CONCURRENCY, COMPRESSION_LEVEL, EngineSettings, FINALIZE_DELAY, IDLE_TIMEOUT,
-    SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode, WOODPECKER_DATA,
+    MAX_LOG_SIZE, READ_MEMORY, SHUTDOWN_GRACE, SPOOL_DIR, SPOOL_SYNC, SyncMode, WOODPECKER_DATA,
 };
 pub use spool::SpoolDirError;
 pub use stats::{EngineStats, Histogram, UPLOAD_LATENCY_BOUNDS};

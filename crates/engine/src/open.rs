@@ -30,6 +30,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::archiver::scheduler_loop;
 use crate::backoff::Backoff;
+use crate::budget::ReadBudget;
 use crate::clock::{Clock, Passes};
 use crate::engine::{StartError, sync_loop};
 use crate::legacy::LegacySources;
@@ -145,6 +146,7 @@ impl Opener {
         let settings = self.settings.clone();
         let inner = Arc::new(Shared {
             permits: Arc::new(Semaphore::new(settings.archive_concurrency.max(1))),
+            read_budget: ReadBudget::new(settings.read_memory),
             backoff: Backoff::new(settings.retry_initial, settings.retry_max),
             settings,
             store: self.store.clone(),

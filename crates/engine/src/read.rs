@@ -16,9 +16,10 @@ use std::sync::Arc;
 use archive::{ObjectInfo, ObjectStore};
 use logservice::{LogError, StepId};
 
+use crate::budget::ReadCost;
 use crate::format::{self, RawRecord, RecordError};
 use crate::legacy::{LegacySources, entries_json};
-use crate::settings::EngineSettings;
+use crate::settings::{EngineSettings, MAX_LOG_SIZE};
 use crate::shared::{Shared, storage};
 use crate::spool::{ReadOutcome, list_segments, read_segment_file};
 use crate::threads::blocking;
@@ -32,6 +33,14 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// Room for `bytes` of records, so that reading them allocates once.
+    fn with_capacity(bytes: u64) -> Self {
+        Self {
+            text: Vec::with_capacity(usize::try_from(bytes).unwrap_or(0)),
+            lines: BTreeMap::new(),
+        }
+    }
+
     /// Whether no staged record was found.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
@@ -72,15 +81,84 @@ impl Staged {
     }
 }
 
+/// How many times a read starts over when the object it fetched is larger than what it
+/// reserved memory for (it was replaced between the two requests).
+const READ_ATTEMPTS: usize = 3;
+
+/// A step's spool segments as a read will visit them, and their size.
+struct StagedPlan {
+    segments: Range<u32>,
+    /// Acknowledged bytes of the last segment (it may be taking appends).
+    tail_len: u64,
+    /// Bytes of all the segments, for the read's memory reservation.
+    bytes: u64,
+    /// Whether an archive object may hold lines of the step.
+    maybe_archived: bool,
+}
+
 impl Shared {
     /// LogFind: the step's log as its JSON array.
+    ///
+    /// The read first learns how much memory it will need (the spool segments' sizes and the
+    /// object's size and metadata, without fetching it), refuses a log over `MAX_LOG_SIZE`,
+    /// waits for that much of the read budget, and only then reads.
     pub(crate) async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
+        for _ in 0..READ_ATTEMPTS {
+            if let Some(answer) = self.find_once(id).await? {
+                return Ok(answer);
+            }
+        }
+        Err(storage(format!(
+            "the archived log of step {id} was replaced during each of {READ_ATTEMPTS} \
+             attempts to read it; try again"
+        )))
+    }
+
+    /// One attempt at [`Self::find`]; `None` when the object fetched is larger than the one
+    /// the memory was reserved for.
+    async fn find_once(self: &Arc<Self>, id: StepId) -> Result<Option<Vec<u8>>, LogError> {
+        let inner = self.clone();
+        let plan = blocking(move || inner.staged_plan(id)).await;
+        let key = format::object_key(&self.settings.key_prefix, id);
+        let max = self.settings.max_log_size;
+        // Only the object's size and metadata, to size the read; a step that was never
+        // archived has no object to ask about (and the GET below still makes sure).
+        let expected = if plan.maybe_archived {
+            self.store.head(&key).await.map_err(|e| {
+                storage(format!(
+                    "cannot read the archived log of step {id} ({key} in {}): {e}",
+                    self.store.describe()
+                ))
+            })?
+        } else {
+            None
+        };
+        let limit = expected
+            .as_ref()
+            .map(|info| format::text_limit(info.size, &info.meta, max));
+        let cost = ReadCost {
+            staged: plan.bytes,
+            compressed: expected.as_ref().map_or(0, |info| info.size),
+            object_text: limit.map_or(0, |limit| limit.bytes),
+        };
+        // Without metadata the object's size is unknown until it is decompressed: the
+        // answer's growth is checked against the maximum then.
+        let known = if limit.is_some_and(|limit| !limit.recorded) {
+            cost.staged
+        } else {
+            cost.answer()
+        };
+        if known > max {
+            return Err(too_large(id, known, max));
+        }
+        let _reserved = self.read_budget.reserve(cost.total()).await;
+
         // The spool first, the object second: an archive run removes segments only after
         // their object is stored, so lines missing from the segments read here are in the
         // object read next.
+        let maybe_archived = plan.maybe_archived;
         let inner = self.clone();
-        let (staged, maybe_archived) = blocking(move || inner.read_staged(id)).await?;
-        let key = format::object_key(&self.settings.key_prefix, id);
+        let staged = blocking(move || inner.read_staged(id, plan)).await?;
         let object = match self.store.get(&key).await {
             Ok(object) => object,
             // The archive is unreachable, but this step was never archived: the spool holds
@@ -97,33 +175,62 @@ impl Shared {
                 )));
             }
         };
+        if let Some((bytes, info)) = &object {
+            let fetched = format::text_limit(bytes.len() as u64, &info.meta, max);
+            if !cost.covers(bytes.len() as u64, fetched.bytes) {
+                return Ok(None);
+            }
+        }
         if object.is_none()
             && staged.is_empty()
             && let Some(legacy) = self.legacy.get()
         {
-            return read_through(legacy, id).await;
+            return read_through(legacy, id).await.map(Some);
         }
-        splice(&*self.store, id, &key, staged, object).await
+        splice(&*self.store, id, &key, staged, object, max)
+            .await
+            .map(Some)
     }
 
-    /// The staged records of a step, first write per line, and whether an archive object
-    /// may hold more.
-    fn read_staged(&self, id: StepId) -> Result<(Staged, bool), LogError> {
-        let Some(((segments, len), maybe_archived)) = self
-            .steps
-            .with_state(id, None, |state| (state.staged(), state.maybe_archived()))
+    /// Which segments hold the step's staged records and how large they are, and whether
+    /// an archive object may hold more.
+    fn staged_plan(&self, id: StepId) -> StagedPlan {
+        let Some(((segments, tail_len), maybe_archived)) =
+            self.steps
+                .with_state(id, None, |state| (state.staged(), state.maybe_archived()))
         else {
-            return Ok((Staged::default(), true));
+            return StagedPlan {
+                segments: 0..0,
+                tail_len: 0,
+                bytes: 0,
+                maybe_archived: true,
+            };
         };
-        let current = segments.end - 1;
-        let mut staged = Staged::default();
-        for segment in segments {
-            let limit = (segment == current).then_some(len);
+        let tail = segments.end - 1;
+        // A segment that left its path meanwhile counts nothing and is read as nothing.
+        let sealed: u64 = (segments.start..tail)
+            .filter_map(|segment| std::fs::metadata(self.spool.segment_path(id, segment)).ok())
+            .map(|meta| meta.len())
+            .sum();
+        StagedPlan {
+            segments,
+            tail_len,
+            bytes: sealed + tail_len,
+            maybe_archived,
+        }
+    }
+
+    /// The staged records of a step, first write per line, read as `plan` says.
+    fn read_staged(&self, id: StepId, plan: StagedPlan) -> Result<Staged, LogError> {
+        let tail = plan.segments.end.saturating_sub(1);
+        let mut staged = Staged::with_capacity(plan.bytes);
+        for segment in plan.segments {
+            let limit = (segment == tail).then_some(plan.tail_len);
             staged
                 .read_segment(|visit| self.spool.read_segment(id, segment, limit, visit))
                 .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
         }
-        Ok((staged, maybe_archived))
+        Ok(staged)
     }
 }
 
@@ -170,7 +277,8 @@ pub async fn read_step_log_with_legacy(
     {
         return read_through(legacy, id).await;
     }
-    splice(store, id, &key, staged, object).await
+    // `get` is how an admin reads a log past `MAX_LOG_SIZE`: no maximum here.
+    splice(store, id, &key, staged, object, u64::MAX).await
 }
 
 /// A step the addon has never stored: its log as Woodpecker's own store kept it.
@@ -183,27 +291,61 @@ async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, Log
 }
 
 /// The step's log as LogFind's JSON: the archived object (if any) wins over the `staged`
-/// records, which were all written after it.
+/// records, which were all written after it; at most `max` bytes.
 async fn splice(
     store: &dyn ObjectStore,
     id: StepId,
     key: &str,
     staged: Staged,
     object: Option<(Vec<u8>, ObjectInfo)>,
+    max: u64,
 ) -> Result<Vec<u8>, LogError> {
     blocking(move || {
-        log_json(
+        log_json_within(
             object.as_ref().map(|(bytes, info)| (&bytes[..], info)),
             &staged,
+            max,
         )
     })
     .await
-    .map_err(|e| {
-        storage(format!(
+    .map_err(|e| match e {
+        ReadError::TooLarge { limit } => too_large(id, limit.saturating_add(1), limit),
+        ReadError::Record(e) => storage(format!(
             "the archived log of step {id} ({key} in {}) is corrupt: {e}",
             store.describe()
-        ))
+        )),
     })
+}
+
+/// The error of a log too large to answer: what the admin can do about it.
+fn too_large(id: StepId, size: u64, max: u64) -> LogError {
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    storage(format!(
+        "the log of step {id} is {}{:.1} MiB, more than {}={} ({:.1} MiB) allows LogFind to \
+         answer; read it with `woodpecker-s3-logs get {id} --json` (with the addon's \
+         environment), or raise {} (a read needs about that much memory in the addon, and \
+         more in the Woodpecker server)",
+        if size > max { "at least " } else { "" },
+        mib(size),
+        MAX_LOG_SIZE.name,
+        max,
+        mib(max),
+        MAX_LOG_SIZE.name,
+    ))
+}
+
+/// Why a log could not be made into an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A record of the object could not be read (or it decompressed past its limit).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The answer grew past `limit` bytes.
+    #[error("the log is larger than {limit} bytes")]
+    TooLarge {
+        /// The maximum answer size.
+        limit: u64,
+    },
 }
 
 /// The JSON array of a step's log: the records of `object` (its compressed bytes and what
@@ -216,15 +358,44 @@ async fn splice(
 pub fn log_json(
     object: Option<(&[u8], &ObjectInfo)>,
     staged: &Staged,
-) -> Result<Vec<u8>, RecordError> {
-    let object_text = object.map_or(0, |(bytes, info)| uncompressed_size(bytes, info));
-    let mut answer = JsonArray::with_capacity(object_text + staged.text.len() + staged.lines.len());
+) -> Result<Vec<u8>, ReadError> {
+    log_json_within(object, staged, u64::MAX)
+}
+
+/// [`log_json`] of at most `max` bytes. The object's text is bounded as it decompresses:
+/// by its `uncompressed-size` metadata, or (without plausible metadata) by what zstd could
+/// have compressed it from and by `max` (see [`format::text_limit`]).
+pub fn log_json_within(
+    object: Option<(&[u8], &ObjectInfo)>,
+    staged: &Staged,
+    max: u64,
+) -> Result<Vec<u8>, ReadError> {
+    let limit = object.map(|(bytes, info)| format::text_limit(bytes.len() as u64, &info.meta, max));
+    let object_text = match (object, limit) {
+        (_, Some(limit)) if limit.recorded => limit.bytes,
+        // A guess, grown as needed: the bound is no estimate.
+        (Some((bytes, _)), Some(limit)) => (bytes.len() as u64).saturating_mul(8).min(limit.bytes),
+        _ => 0,
+    };
+    let capacity = (object_text + (staged.text.len() + staged.lines.len()) as u64).min(max);
+    let mut answer = JsonArray::with_capacity(usize::try_from(capacity).unwrap_or(usize::MAX));
+    let over_max = |answer: &JsonArray| answer.out.len() as u64 >= max;
     let mut staged_records = staged.records().peekable();
-    if let Some((bytes, _)) = object {
-        let mut reader = format::object_reader(bytes)?;
+    if let (Some((bytes, _)), Some(limit)) = (object, limit) {
+        let mut reader = format::object_reader_within(bytes, limit).map_err(RecordError::from)?;
         loop {
             let offset = reader.offset();
-            let (line, record, canonical) = match reader.next_raw()? {
+            // Without metadata, decompression stops at `max` (when that is the lower
+            // bound): the log is too large rather than damaged.
+            let next = reader.next_raw().map_err(|e| match e {
+                RecordError::Inflated(format::Inflated(limit))
+                    if !limit.recorded && limit.bytes >= max =>
+                {
+                    ReadError::TooLarge { limit: max }
+                }
+                e => e.into(),
+            })?;
+            let (line, record, canonical) = match next {
                 RawRecord::Line {
                     line,
                     bytes,
@@ -235,7 +406,8 @@ pub fn log_json(
                     return Err(RecordError::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!("object ends inside a record at byte {offset}"),
-                    )));
+                    ))
+                    .into());
                 }
             };
             while let Some((staged_line, staged_record, staged_canonical)) =
@@ -248,25 +420,18 @@ pub fn log_json(
             answer
                 .push(record.strip_suffix(b"\n").unwrap_or(record), canonical)
                 .map_err(|source| RecordError::Json { offset, source })?;
+            if over_max(&answer) {
+                return Err(ReadError::TooLarge { limit: max });
+            }
         }
     }
     for (_, record, canonical) in staged_records {
         answer.push_staged(record, canonical);
+        if over_max(&answer) {
+            return Err(ReadError::TooLarge { limit: max });
+        }
     }
     Ok(answer.finish())
-}
-
-/// The size of an object's text, from the metadata its writer recorded, for sizing the
-/// answer. Bounded by what zstd could plausibly have compressed, so damaged metadata cannot
-/// ask for absurd amounts of memory; a wrong hint only costs reallocations.
-fn uncompressed_size(bytes: &[u8], info: &ObjectInfo) -> usize {
-    let plausible = bytes.len().saturating_mul(1024).saturating_add(64 << 10);
-    info.meta
-        .user
-        .get(format::META_UNCOMPRESSED_SIZE)
-        .and_then(|size| size.parse::<usize>().ok())
-        .unwrap_or(bytes.len().saturating_mul(8))
-        .min(plausible)
 }
 
 /// A JSON array being written, one canonical record at a time.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use settings::DefaultValue::{Described, Literal};
 use settings::{
     Setting, SettingDoc, SettingError, Source, parse_absolute_path, parse_duration, parse_number,
+    parse_size,
 };
 
 /// The spool directory.
@@ -69,6 +70,24 @@ pub const ARCHIVE_CONCURRENCY: Setting<usize> = Setting {
     parse: |variable, value| parse_number(variable, value, 1..=256),
 };
 
+/// Memory that LogFind reads may hold at once.
+pub const READ_MEMORY: Setting<u64> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_READ_MEMORY",
+    default: Literal("256MiB"),
+    doc: "memory LogFind reads may use at once (answer, spool part, compressed object, zstd window); further reads wait their turn, and a read larger than this runs alone",
+    parse: |variable, value| parse_size_within(variable, value, 16 * MIB),
+};
+
+/// The largest log LogFind answers.
+pub const MAX_LOG_SIZE: Setting<u64> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_MAX_LOG_SIZE",
+    default: Literal("1GiB"),
+    doc: "LogFind answers larger logs (their JSON) with an error saying so; `woodpecker-s3-logs get <step-id>` still reads them",
+    parse: |variable, value| parse_size_within(variable, value, MIB),
+};
+
+const MIB: u64 = 1 << 20;
+
 /// Where Woodpecker keeps its own data in the official images; a spool next to it lives on
 /// the same persistent volume.
 pub const WOODPECKER_DATA: &str = "/var/lib/woodpecker";
@@ -104,6 +123,10 @@ pub struct EngineSettings {
     pub archive_concurrency: usize,
     /// On SIGTERM, how long archive uploads under way may finish (`SHUTDOWN_GRACE`).
     pub shutdown_grace: Duration,
+    /// Bytes that LogFind reads may hold at once (`READ_MEMORY`).
+    pub read_memory: u64,
+    /// The largest answer LogFind gives, in bytes of JSON (`MAX_LOG_SIZE`).
+    pub max_log_size: u64,
 
     // Tuning.
     /// Prefix of every object key inside the store. Empty by default because `S3Store`
@@ -132,6 +155,8 @@ impl EngineSettings {
         COMPRESSION_LEVEL.documented(),
         ARCHIVE_CONCURRENCY.documented(),
         SHUTDOWN_GRACE.documented(),
+        READ_MEMORY.documented(),
+        MAX_LOG_SIZE.documented(),
     ];
 
     /// The defaults, with the spool in `spool_dir`.
@@ -144,6 +169,8 @@ impl EngineSettings {
             compression_level: COMPRESSION_LEVEL.default_value(),
             archive_concurrency: ARCHIVE_CONCURRENCY.default_value(),
             shutdown_grace: SHUTDOWN_GRACE.default_value(),
+            read_memory: READ_MEMORY.default_value(),
+            max_log_size: MAX_LOG_SIZE.default_value(),
             key_prefix: String::new(),
             sync_interval: Duration::from_secs(1),
             max_open_files: 256,
@@ -178,6 +205,12 @@ impl EngineSettings {
         if let Some(concurrency) = ARCHIVE_CONCURRENCY.read(source)? {
             settings.archive_concurrency = concurrency;
         }
+        if let Some(bytes) = READ_MEMORY.read(source)? {
+            settings.read_memory = bytes;
+        }
+        if let Some(bytes) = MAX_LOG_SIZE.read(source)? {
+            settings.max_log_size = bytes;
+        }
         Ok(settings)
     }
 }
@@ -192,6 +225,20 @@ fn parse_sync_mode(variable: &str, value: &str) -> Result<SyncMode, SettingError
             "expected always or interval",
         )),
     }
+}
+
+/// A size of at least `min` bytes (and at most 1 TiB: beyond any machine's memory, so
+/// certainly a typo).
+fn parse_size_within(variable: &str, value: &str, min: u64) -> Result<u64, SettingError> {
+    let bytes = parse_size(variable, value)?;
+    if !(min..=1 << 40).contains(&bytes) {
+        return Err(SettingError::new(
+            variable,
+            value,
+            format!("expected a size from {}MiB to 1024GiB", min / MIB),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_idle_timeout(variable: &str, value: &str) -> Result<Duration, SettingError> {
@@ -264,6 +311,8 @@ mod tests {
         assert_eq!(settings.idle_timeout, Duration::from_secs(600));
         assert_eq!(settings.compression_level, 3);
         assert_eq!(settings.archive_concurrency, 4);
+        assert_eq!(settings.read_memory, 256 << 20);
+        assert_eq!(settings.max_log_size, 1 << 30);
     }
 
     #[test]
@@ -275,6 +324,8 @@ mod tests {
             (IDLE_TIMEOUT.name, "2m"),
             (COMPRESSION_LEVEL.name, "9"),
             (ARCHIVE_CONCURRENCY.name, "2"),
+            (READ_MEMORY.name, "64MiB"),
+            (MAX_LOG_SIZE.name, "2GiB"),
         ]))
         .unwrap();
         assert_eq!(settings.spool_dir, PathBuf::from("/data/spool"));
@@ -283,6 +334,8 @@ mod tests {
         assert_eq!(settings.idle_timeout, Duration::from_secs(120));
         assert_eq!(settings.compression_level, 9);
         assert_eq!(settings.archive_concurrency, 2);
+        assert_eq!(settings.read_memory, 64 << 20);
+        assert_eq!(settings.max_log_size, 2 << 30);
     }
 
     #[test]
@@ -295,6 +348,11 @@ mod tests {
             (COMPRESSION_LEVEL.name, "22"),
             (COMPRESSION_LEVEL.name, "fast"),
             (ARCHIVE_CONCURRENCY.name, "0"),
+            (READ_MEMORY.name, "1MiB"),
+            (READ_MEMORY.name, "lots"),
+            (MAX_LOG_SIZE.name, "0"),
+            (MAX_LOG_SIZE.name, "2TiB"),
+            (MAX_LOG_SIZE.name, "5000GiB"),
         ] {
             let err = EngineSettings::from_source(&source(&[
                 (SPOOL_DIR.name, "/data/spool"),

@@ -9,6 +9,7 @@ use logservice::LogError;
 use tokio::sync::Semaphore;
 
 use crate::backoff::Backoff;
+use crate::budget::ReadBudget;
 use crate::clock::Clock;
 use crate::legacy::LegacySources;
 use crate::settings::EngineSettings;
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) steps: Steps,
     /// Upload slots: `archive_concurrency` runs at once.
     pub(crate) permits: Arc<Semaphore>,
+    /// The memory LogFind reads share (`READ_MEMORY`).
+    pub(crate) read_budget: ReadBudget,
     pub(crate) counters: Counters,
     /// The time of the archive schedule.
     pub(crate) clock: Clock,
