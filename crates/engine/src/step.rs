@@ -45,6 +45,7 @@
 //! | `sealed_bytes`, `sealed_since` | sealing (the closed segment's bytes and oldest line join them); cleared with the sealed segments |
 //! | `unmeasured`                   | recovery (the segments found); cleared once `stats.rs` measured them, or with the sealed segments |
 //! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
+//! | `archived_here`, `missing_since` | an upload verified; a run that found that object missing (read-after-write lag)   |
 //! | `first_segment`                | the sealed segments being removed after their object was verified                   |
 //! | all of them                    | recovery at start (a step found in the spool)                                       |
 
@@ -123,6 +124,11 @@ pub(crate) struct StepState {
     /// An archive object of this step may exist (we stored one, or the step predates this
     /// start). While false, the spool holds the whole log.
     maybe_archived: bool,
+    /// This process stored and verified an object of this step: a read that finds none is
+    /// lag (or a deletion by someone else), never "nothing archived yet".
+    archived_here: bool,
+    /// Since when runs find that object missing; see [`StepState::missing_object`].
+    missing_since: Option<Instant>,
     /// Acknowledged bytes in the sealed segments `first_segment..segment`.
     sealed_bytes: u64,
     /// When the oldest line of the sealed segments came (`None`: no sealed data).
@@ -156,6 +162,8 @@ impl StepState {
             finished_at: None,
             archived_at: None,
             maybe_archived: false,
+            archived_here: false,
+            missing_since: None,
             sealed_bytes: 0,
             sealed_since: None,
             tail_since: None,
@@ -303,6 +311,24 @@ impl StepState {
     /// An upload of the step's object starts.
     pub(crate) fn upload_started(&mut self) {
         self.maybe_archived = true;
+    }
+
+    /// The step's object was stored and verified.
+    pub(crate) fn object_stored(&mut self) {
+        self.archived_here = true;
+        self.missing_since = None;
+    }
+
+    /// A run found no object of the step at `now`. Returns whether that may be taken as
+    /// the truth: always when this process never stored one, and otherwise only once the
+    /// object has been missing for `patience` (it was deleted, e.g. by a lifecycle rule,
+    /// rather than not visible yet).
+    pub(crate) fn missing_object(&mut self, now: Instant, patience: Duration) -> bool {
+        if !self.archived_here {
+            return true;
+        }
+        let since = *self.missing_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= patience
     }
 
     /// The sealed segments before `end` were removed from the spool.

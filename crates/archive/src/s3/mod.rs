@@ -1,6 +1,8 @@
 //! The S3 backend, its settings and the variables they are read from.
 
 mod batch;
+mod checksum;
+mod conditional;
 mod error;
 mod probe;
 mod probe_error;
@@ -8,6 +10,7 @@ mod settings;
 mod store;
 mod variables;
 
+pub use checksum::READ_BACK_LIMIT;
 pub use probe::{
     BucketProbe, ConditionalWrites, CredentialSource, ProbeError, ResolvedEndpoint, access_key_hint,
 };

@@ -19,13 +19,28 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 
+use super::checksum::{Md5Sum, ReadBack, is_digest_mismatch};
 use super::error::{error_chain, map_sdk_error};
+use super::probe::ConditionalWrites;
 use super::settings::{ChecksumMode, S3Settings, Sse};
 use crate::key::{validate_key, validate_prefix};
-use crate::{DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+use crate::{
+    DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError,
+    WriteCondition,
+};
 
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;
+
+/// Uploads of one file in one call: a body refused for its digest, or found different when
+/// read back, is sent again at once (the file is the truth) this many times in all.
+const UPLOAD_ATTEMPTS: u32 = 3;
+
+/// What a write answered.
+struct Written {
+    /// Whether the server's ETags prove it stored the MD5 we computed.
+    proven: bool,
+}
 
 /// An [`ObjectStore`] on an S3 bucket, keys under the configured folder.
 #[derive(Clone, Debug)]
@@ -34,6 +49,8 @@ pub struct S3Store {
     pub(super) settings: S3Settings,
     /// The AWS chain as loaded; the client keeps it only inside its identity resolver.
     pub(super) credentials: Option<SharedCredentialsProvider>,
+    /// Whether the server honours conditional writes, probed at the first upload.
+    pub(super) conditional: std::sync::Arc<tokio::sync::OnceCell<ConditionalWrites>>,
 }
 
 impl S3Store {
@@ -97,6 +114,7 @@ impl S3Store {
             client: Client::from_conf(config.build()),
             settings,
             credentials: sdk.credentials_provider(),
+            conditional: Default::default(),
         })
     }
 
@@ -147,12 +165,16 @@ impl S3Store {
         body: &Path,
         size: u64,
         meta: &ObjectMeta,
-    ) -> Result<(), StoreError> {
+        condition: Option<&WriteCondition>,
+    ) -> Result<Written, StoreError> {
+        let md5 = Md5Sum::of_file(body, 0, size).await?;
         let stream = ByteStream::from_path(body)
             .await
             .map_err(|e| upload_source_error(body, "open", e))?;
         let (sse, kms_key) = self.sse();
-        self.client
+        let (if_none_match, if_match) = condition_headers(condition);
+        let written = self
+            .client
             .put_object()
             .bucket(&self.settings.bucket)
             .key(full_key)
@@ -164,10 +186,21 @@ impl S3Store {
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
             .set_storage_class(self.storage_class())
+            .content_md5(md5.header())
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .send()
             .await
             .map_err(|e| self.error(full_key, "PutObject", e))?;
-        Ok(())
+        Ok(Written {
+            proven: self.etag_is_md5() && md5.is_etag(written.e_tag()),
+        })
+    }
+
+    /// Whether this bucket's ETags of single PUTs and parts are the MD5 of the body: on AWS
+    /// not with SSE-KMS; S3-compatible servers do it.
+    fn etag_is_md5(&self) -> bool {
+        !matches!(self.settings.sse, Some(Sse::Kms { .. }))
     }
 
     async fn put_multipart(
@@ -176,7 +209,8 @@ impl S3Store {
         body: &Path,
         size: u64,
         meta: &ObjectMeta,
-    ) -> Result<(), StoreError> {
+        condition: Option<&WriteCondition>,
+    ) -> Result<Written, StoreError> {
         let (sse, kms_key) = self.sse();
         let created = self
             .client
@@ -201,8 +235,9 @@ impl S3Store {
             })?;
 
         let result = self.upload_parts(full_key, upload_id, body, size).await;
+        let (if_none_match, if_match) = condition_headers(condition);
         let result = match result {
-            Ok(parts) => self
+            Ok((parts, proven)) => self
                 .client
                 .complete_multipart_upload()
                 .bucket(&self.settings.bucket)
@@ -213,9 +248,11 @@ impl S3Store {
                         .set_parts(Some(parts))
                         .build(),
                 )
+                .set_if_none_match(if_none_match)
+                .set_if_match(if_match)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|_| Written { proven })
                 .map_err(|e| self.error(full_key, "CompleteMultipartUpload", e)),
             Err(e) => Err(e),
         };
@@ -238,14 +275,15 @@ impl S3Store {
     }
 
     /// Uploads the parts with at most `upload_concurrency` in flight. Each part streams
-    /// from its slice of the file, so memory stays small whatever the part size.
+    /// from its slice of the file, so memory stays small whatever the part size, and carries
+    /// its `Content-MD5`. Returns the parts and whether every part's ETag proves its MD5.
     async fn upload_parts(
         &self,
         full_key: &str,
         upload_id: &str,
         body: &Path,
         size: u64,
-    ) -> Result<Vec<CompletedPart>, StoreError> {
+    ) -> Result<(Vec<CompletedPart>, bool), StoreError> {
         let part_size = part_size_for(size, self.settings.part_size);
         let count = size.div_ceil(part_size);
         futures::stream::iter(0..count)
@@ -253,6 +291,7 @@ impl S3Store {
                 let offset = index * part_size;
                 let length = part_size.min(size - offset);
                 let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                let md5 = Md5Sum::of_file(body, offset, length).await?;
                 let stream = ByteStream::read_from()
                     .path(body)
                     .offset(offset)
@@ -268,11 +307,13 @@ impl S3Store {
                     .upload_id(upload_id)
                     .part_number(number)
                     .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+                    .content_md5(md5.header())
                     .body(stream)
                     .send()
                     .await
                     .map_err(|e| self.error(full_key, &format!("UploadPart {number}"), e))?;
-                Ok(CompletedPart::builder()
+                let proven = md5.is_etag(uploaded.e_tag());
+                let part = CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(uploaded.e_tag().map(str::to_owned))
                     .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_owned))
@@ -280,11 +321,91 @@ impl S3Store {
                     .set_checksum_crc64_nvme(uploaded.checksum_crc64_nvme().map(str::to_owned))
                     .set_checksum_sha1(uploaded.checksum_sha1().map(str::to_owned))
                     .set_checksum_sha256(uploaded.checksum_sha256().map(str::to_owned))
-                    .build())
+                    .build();
+                Ok::<_, StoreError>((part, proven))
             })
             .buffered(self.settings.upload_concurrency)
-            .try_collect()
+            .try_fold(
+                (Vec::new(), self.etag_is_md5()),
+                |(mut parts, all), (part, proven)| {
+                    parts.push(part);
+                    futures::future::ready(Ok((parts, all && proven)))
+                },
+            )
             .await
+    }
+
+    /// One upload of `body` (single PUT or multipart), then the check that the store holds
+    /// it: size from a HEAD, bytes from the ETags or by reading the object back.
+    async fn upload_once(
+        &self,
+        full_key: &str,
+        body: &Path,
+        size: u64,
+        meta: &ObjectMeta,
+        condition: Option<&WriteCondition>,
+    ) -> Result<(ObjectInfo, ReadBack), StoreError> {
+        let written = if size < self.settings.part_size {
+            self.put_single(full_key, body, size, meta, condition)
+                .await?
+        } else {
+            self.put_multipart(full_key, body, size, meta, condition)
+                .await?
+        };
+        // Verify before anyone deletes the source: the object must exist with our size.
+        let info = match self.head_full(full_key).await? {
+            Some(info) if info.size == size => info,
+            Some(info) => {
+                return Err(StoreError::corrupt_object(
+                    self.target(full_key),
+                    format!("{} bytes after upload, {size} sent", info.size),
+                ));
+            }
+            None => {
+                return Err(StoreError::corrupt_object(
+                    self.target(full_key),
+                    "missing right after a successful upload",
+                ));
+            }
+        };
+        if written.proven {
+            return Ok((info, ReadBack::Equal));
+        }
+        let md5 = Md5Sum::of_file(body, 0, size).await?;
+        let read_back = self.read_back(full_key, size, md5).await?;
+        Ok((info, read_back))
+    }
+
+    /// HeadObject of a key with the folder already applied.
+    async fn head_full(&self, full_key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(full_key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectInfo {
+                size: output
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                meta: ObjectMeta {
+                    content_type: output.content_type().unwrap_or_default().to_owned(),
+                    content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
+                    user: lower_case(output.metadata()),
+                },
+                etag: output.e_tag().map(str::to_owned),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
+                // HEAD answers a bare 404 for a missing bucket too: tell the two apart, or a
+                // deleted bucket would look like "no archive yet".
+                self.check().await?;
+                Ok(None)
+            }
+            Err(e) => Err(self.error(full_key, "HeadObject", e)),
+        }
     }
 
     pub(super) fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
@@ -311,28 +432,56 @@ impl ObjectStore for S3Store {
         body: &Path,
         meta: &ObjectMeta,
     ) -> Result<ObjectInfo, StoreError> {
+        self.put_file_if(key, body, meta, None).await
+    }
+
+    async fn put_file_if(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+        condition: Option<&WriteCondition>,
+    ) -> Result<ObjectInfo, StoreError> {
         let full_key = self.full_key(key)?;
         let size = tokio::fs::metadata(body)
             .await
             .map_err(|e| upload_source_error(body, "stat", e))?
             .len();
-        if size < self.settings.part_size {
-            self.put_single(&full_key, body, size, meta).await?;
-        } else {
-            self.put_multipart(&full_key, body, size, meta).await?;
+        let mut condition = match condition {
+            Some(_)
+                if self.probed_conditional_writes().await? == ConditionalWrites::Unsupported =>
+            {
+                None
+            }
+            condition => condition.cloned(),
+        };
+        let mut attempt = 1;
+        loop {
+            let problem = match self
+                .upload_once(&full_key, body, size, meta, condition.as_ref())
+                .await
+            {
+                Ok((info, ReadBack::Equal | ReadBack::Skipped)) => return Ok(info),
+                Ok((info, ReadBack::Differs(problem))) => {
+                    // Our damaged version is stored now: the next attempt replaces it.
+                    if condition.is_some() {
+                        condition = info.etag.map(WriteCondition::Matches);
+                    }
+                    StoreError::corrupt_object(self.target(&full_key), problem)
+                }
+                Err(e) if is_digest_mismatch(&e) => e,
+                Err(e) => return Err(e),
+            };
+            if attempt == UPLOAD_ATTEMPTS {
+                return Err(problem);
+            }
+            tracing::warn!(error = %problem, attempt, "the upload arrived damaged; sending it again");
+            attempt += 1;
         }
-        // Verify before anyone deletes the source: the object must exist with our size.
-        match self.head(key).await? {
-            Some(info) if info.size == size => Ok(info),
-            Some(info) => Err(StoreError::corrupt_object(
-                self.target(&full_key),
-                format!("{} bytes after upload, {size} sent", info.size),
-            )),
-            None => Err(StoreError::corrupt_object(
-                self.target(&full_key),
-                "missing right after a successful upload",
-            )),
-        }
+    }
+
+    async fn conditional_writes(&self) -> Result<ConditionalWrites, StoreError> {
+        self.probed_conditional_writes().await
     }
 
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {
@@ -361,6 +510,7 @@ impl ObjectStore for S3Store {
                 content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
                 user: lower_case(output.metadata()),
             },
+            etag: output.e_tag().map(str::to_owned),
         };
         let data = output
             .body
@@ -386,33 +536,7 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let full_key = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.settings.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
-            Ok(output) => Ok(Some(ObjectInfo {
-                size: output
-                    .content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                meta: ObjectMeta {
-                    content_type: output.content_type().unwrap_or_default().to_owned(),
-                    content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
-                    user: lower_case(output.metadata()),
-                },
-            })),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
-                // HEAD answers a bare 404 for a missing bucket too: tell the two apart, or a
-                // deleted bucket would look like "no archive yet".
-                self.check().await?;
-                Ok(None)
-            }
-            Err(e) => Err(self.error(&full_key, "HeadObject", e)),
-        }
+        self.head_full(&full_key).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
@@ -506,6 +630,15 @@ fn upload_source_error(
         operation,
         path: path.to_owned(),
         source: source.into(),
+    }
+}
+
+/// The `If-None-Match` and `If-Match` headers of a write's condition.
+fn condition_headers(condition: Option<&WriteCondition>) -> (Option<String>, Option<String>) {
+    match condition {
+        None => (None, None),
+        Some(WriteCondition::Absent) => (Some("*".to_owned()), None),
+        Some(WriteCondition::Matches(etag)) => (None, Some(etag.clone())),
     }
 }
 
