@@ -183,6 +183,9 @@ impl StepState {
         state.maybe_archived = true;
         if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
             state.first_segment = *first;
+            // The spool's record: segments are removed only after their object was verified,
+            // so a step whose first segments are gone was archived by an earlier run.
+            state.archived_here = *first > 0;
             // Never append behind a repaired tail: new lines start a new segment.
             state.segment = last + 1;
             // Their lines are at least as old as this start; see `measured`.
@@ -515,106 +518,4 @@ impl Steps {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> EngineSettings {
-        let mut s = EngineSettings::new("/unused");
-        s.finalize_delay = Duration::from_secs(5);
-        s.idle_timeout = Duration::from_secs(600);
-        s
-    }
-
-    #[test]
-    fn finished_steps_are_due_after_the_grace_period_from_their_last_line() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.segment_len = 10;
-        state.finished_at = Some(t0);
-        assert_eq!(state.action(t0 + Duration::from_secs(4), &s), Action::Wait);
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(5), &s),
-            Action::Archive
-        );
-        state.last_append = t0 + Duration::from_secs(3);
-        assert_eq!(state.action(t0 + Duration::from_secs(7), &s), Action::Wait);
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(8), &s),
-            Action::Archive
-        );
-        state.start_archiving();
-        assert_eq!(state.action(t0 + Duration::from_secs(60), &s), Action::Wait);
-    }
-
-    #[test]
-    fn unfinished_steps_wait_for_the_idle_timeout_and_retries_for_backoff() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.segment_len = 1;
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(599), &s),
-            Action::Wait
-        );
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(600), &s),
-            Action::Archive
-        );
-        state.phase = Phase::Backoff {
-            failures: 1,
-            retry_at: t0 + Duration::from_secs(900),
-        };
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(899), &s),
-            Action::Wait
-        );
-    }
-
-    #[test]
-    fn steps_without_data_are_forgotten_after_the_idle_timeout() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.archived_at = Some(t0 + Duration::from_secs(10));
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(609), &s),
-            Action::Wait
-        );
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(610), &s),
-            Action::Forget
-        );
-    }
-
-    /// The phase table, walked: failures count up through backoff and reset on success; a
-    /// removed step stays removed whatever its run does.
-    #[test]
-    fn archive_runs_move_the_phase_as_the_table_says() {
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.appended(10, t0);
-        assert_eq!(state.seal(), (0..1, Some(0)));
-        assert_eq!(state.seal(), (0..1, None));
-        state.start_archiving();
-        assert_eq!(state.phase, Phase::Archiving { failures: 0 });
-        state.archive_failed(t0, &backoff);
-        assert!(matches!(state.phase, Phase::Backoff { failures: 1, .. }));
-        state.start_archiving();
-        state.archive_failed(t0, &backoff);
-        state.start_archiving();
-        assert_eq!(state.failures(), 2);
-        state.sealed_removed(1);
-        assert!(!state.has_data());
-        state.archive_succeeded(t0);
-        assert_eq!((state.phase, state.archived_at), (Phase::Idle, Some(t0)));
-
-        state.start_archiving();
-        assert_eq!(state.remove(), 1..2);
-        state.archive_failed(t0, &backoff);
-        state.archive_succeeded(t0);
-        state.start_archiving();
-        assert!(state.is_removed());
-    }
-}
+mod tests;

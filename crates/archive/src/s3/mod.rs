@@ -8,6 +8,7 @@ mod probe;
 mod probe_error;
 mod settings;
 mod store;
+mod upload;
 mod variables;
 
 pub use checksum::READ_BACK_LIMIT;

@@ -19,10 +19,11 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 
-use super::checksum::{Md5Sum, ReadBack, is_digest_mismatch};
+use super::checksum::Md5Sum;
 use super::error::{error_chain, map_sdk_error};
 use super::probe::ConditionalWrites;
 use super::settings::{ChecksumMode, S3Settings, Sse};
+use super::upload::{Written, condition_headers};
 use crate::key::{validate_key, validate_prefix};
 use crate::{
     DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError,
@@ -31,16 +32,6 @@ use crate::{
 
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;
-
-/// Uploads of one file in one call: a body refused for its digest, or found different when
-/// read back, is sent again at once (the file is the truth) this many times in all.
-const UPLOAD_ATTEMPTS: u32 = 3;
-
-/// What a write answered.
-struct Written {
-    /// Whether the server's ETags prove it stored the MD5 we computed.
-    proven: bool,
-}
 
 /// An [`ObjectStore`] on an S3 bucket, keys under the configured folder.
 #[derive(Clone, Debug)]
@@ -159,7 +150,7 @@ impl S3Store {
         map_sdk_error(&self.target(full_key), request, err)
     }
 
-    async fn put_single(
+    pub(super) async fn put_single(
         &self,
         full_key: &str,
         body: &Path,
@@ -203,7 +194,7 @@ impl S3Store {
         !matches!(self.settings.sse, Some(Sse::Kms { .. }))
     }
 
-    async fn put_multipart(
+    pub(super) async fn put_multipart(
         &self,
         full_key: &str,
         body: &Path,
@@ -335,49 +326,8 @@ impl S3Store {
             .await
     }
 
-    /// One upload of `body` (single PUT or multipart), then the check that the store holds
-    /// it: size from a HEAD, bytes from the ETags or by reading the object back.
-    async fn upload_once(
-        &self,
-        full_key: &str,
-        body: &Path,
-        size: u64,
-        meta: &ObjectMeta,
-        condition: Option<&WriteCondition>,
-    ) -> Result<(ObjectInfo, ReadBack), StoreError> {
-        let written = if size < self.settings.part_size {
-            self.put_single(full_key, body, size, meta, condition)
-                .await?
-        } else {
-            self.put_multipart(full_key, body, size, meta, condition)
-                .await?
-        };
-        // Verify before anyone deletes the source: the object must exist with our size.
-        let info = match self.head_full(full_key).await? {
-            Some(info) if info.size == size => info,
-            Some(info) => {
-                return Err(StoreError::corrupt_object(
-                    self.target(full_key),
-                    format!("{} bytes after upload, {size} sent", info.size),
-                ));
-            }
-            None => {
-                return Err(StoreError::corrupt_object(
-                    self.target(full_key),
-                    "missing right after a successful upload",
-                ));
-            }
-        };
-        if written.proven {
-            return Ok((info, ReadBack::Equal));
-        }
-        let md5 = Md5Sum::of_file(body, 0, size).await?;
-        let read_back = self.read_back(full_key, size, md5).await?;
-        Ok((info, read_back))
-    }
-
     /// HeadObject of a key with the folder already applied.
-    async fn head_full(&self, full_key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+    pub(super) async fn head_full(&self, full_key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         match self
             .client
             .head_object()
@@ -447,37 +397,8 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| upload_source_error(body, "stat", e))?
             .len();
-        let mut condition = match condition {
-            Some(_)
-                if self.probed_conditional_writes().await? == ConditionalWrites::Unsupported =>
-            {
-                None
-            }
-            condition => condition.cloned(),
-        };
-        let mut attempt = 1;
-        loop {
-            let problem = match self
-                .upload_once(&full_key, body, size, meta, condition.as_ref())
-                .await
-            {
-                Ok((info, ReadBack::Equal | ReadBack::Skipped)) => return Ok(info),
-                Ok((info, ReadBack::Differs(problem))) => {
-                    // Our damaged version is stored now: the next attempt replaces it.
-                    if condition.is_some() {
-                        condition = info.etag.map(WriteCondition::Matches);
-                    }
-                    StoreError::corrupt_object(self.target(&full_key), problem)
-                }
-                Err(e) if is_digest_mismatch(&e) => e,
-                Err(e) => return Err(e),
-            };
-            if attempt == UPLOAD_ATTEMPTS {
-                return Err(problem);
-            }
-            tracing::warn!(error = %problem, attempt, "the upload arrived damaged; sending it again");
-            attempt += 1;
-        }
+        self.upload_verified(&full_key, body, size, meta, condition)
+            .await
     }
 
     async fn conditional_writes(&self) -> Result<ConditionalWrites, StoreError> {
@@ -630,15 +551,6 @@ fn upload_source_error(
         operation,
         path: path.to_owned(),
         source: source.into(),
-    }
-}
-
-/// The `If-None-Match` and `If-Match` headers of a write's condition.
-fn condition_headers(condition: Option<&WriteCondition>) -> (Option<String>, Option<String>) {
-    match condition {
-        None => (None, None),
-        Some(WriteCondition::Absent) => (Some("*".to_owned()), None),
-        Some(WriteCondition::Matches(etag)) => (None, Some(etag.clone())),
     }
 }
 
