@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::probe::ConditionalWrites;
+use super::probe::{ConditionalWrites, ProbeError};
 use super::store::S3Store;
 use crate::StoreError;
 
@@ -33,15 +33,33 @@ impl S3Store {
             std::process::id()
         );
         let body = b"woodpecker-s3-logs: does this server honour If-None-Match?\n";
-        self.probe_put(&key, body)
-            .await
-            .map_err(StoreError::transient)?;
-        let outcome = self.probe_conditional_put(&key, body).await;
-        if let Err(e) = self.probe_delete(&key).await {
-            tracing::warn!(error = %e, "could not remove the conditional-write probe object");
-        }
-        let outcome = outcome.map_err(StoreError::transient)?;
         let store = self.describe_bucket();
+        let outcome = match self.probe_put(&key, body).await {
+            Ok(()) => {
+                let outcome = self.probe_conditional_put(&key, body).await;
+                if let Err(e) = self.probe_delete(&key).await {
+                    tracing::warn!(error = %e, "could not remove the conditional-write probe object");
+                }
+                outcome
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // Refused for good (e.g. credentials that may write only under the archive's
+            // keys): uploads must not wait for a probe that cannot succeed.
+            Err(e @ ProbeError::Refused { status, .. })
+                if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
+            {
+                tracing::warn!(
+                    %store,
+                    error = %e,
+                    "cannot probe whether the S3 server honours conditional writes; archive replacements fall back to the addon's own record of what it archived"
+                );
+                return Ok(ConditionalWrites::Ignored);
+            }
+            Err(e) => return Err(StoreError::transient(e)),
+        };
         match outcome {
             ConditionalWrites::Honoured => tracing::info!(
                 %store,
