@@ -358,10 +358,10 @@ impl Shared {
         };
         let condition = match &previous {
             Some((_, info)) if conditional => info.etag.clone().map(WriteCondition::Matches),
-            // The write itself refuses to replace an object this read could not see.
-            None if conditional => Some(WriteCondition::Absent),
             Some(_) => None,
             None => {
+                // Checked even where the server honours conditions: some honour them on
+                // PutObject only, not on CompleteMultipartUpload (moto).
                 let believed = slot
                     .state()
                     .missing_object(self.clock.now(), MISSING_PATIENCE);
@@ -371,7 +371,8 @@ impl Shared {
                         store: self.store.describe(),
                     });
                 }
-                None
+                // The write itself refuses to replace an object this read could not see.
+                conditional.then_some(WriteCondition::Absent)
             }
         };
         let previous = previous.map(|(bytes, _)| bytes);

@@ -347,3 +347,44 @@ async fn damaged_uploads_keep_the_spool_until_one_arrives_intact() {
     assert_eq!(failures.get("BadDigest"), Some(&1), "{failures:?}");
     rig.engine.shutdown().await.unwrap();
 }
+
+/// Without any record of the earlier archive (a new spool, as after a restart that lost it),
+/// the lagging 404 is met by the conditional write: `If-None-Match: *` is refused (412), the
+/// object is read again and merged, and no line is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_record_a_lagging_404_is_caught_by_if_none_match() {
+    let Some(server) = external("SEAWEEDFS") else {
+        return;
+    };
+    let proxy = FaultProxy::start(&server.endpoint).await;
+    let settings = folder_settings(&proxy.endpoint, &server.bucket, "no-record");
+    let mut direct_settings = settings.clone();
+    direct_settings.endpoint = Some(server.endpoint.clone());
+    let store = Arc::new(connect(settings, &server.access_key, &server.secret_key).await);
+    let direct = Arc::new(connect(direct_settings, &server.access_key, &server.secret_key).await);
+    let earlier = Rig::start(store.clone(), direct.clone()).await;
+    archive_first_lines(&earlier, 5).await;
+    earlier.engine.shutdown().await.unwrap();
+
+    let rig = Rig::start(store, direct).await;
+    let key = rig.key(5);
+    proxy.inject(Method::GET, &key, 1, Fault::NotFound);
+    rig.append(5, &[(3, "line 3")]).await;
+    rig.engine.step_finished(&step(5)).await;
+    rig.run_archives(2).await;
+
+    assert_eq!(proxy.faulted(), 1, "the 404 was served");
+    let refused = proxy
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.method == Method::PUT
+                && s.path.contains(&key)
+                && s.status == 412
+                && s.headers.get("if-none-match").is_some_and(|v| v == "*")
+        })
+        .count();
+    assert_eq!(refused, 1, "If-None-Match: * refused the blind write");
+    assert_eq!(rig.object(5).await, lines(0..4), "no line lost");
+    rig.engine.shutdown().await.unwrap();
+}
