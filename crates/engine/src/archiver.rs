@@ -106,9 +106,10 @@ pub(crate) enum VerifyError {
     LineCount { stored: String, uploaded: u64 },
 }
 
-/// How long an object this process stored may read as missing before that is believed (it
-/// was deleted) on a store without conditional writes. Read-after-write lag of replicas and
-/// caches is seconds to minutes; meanwhile the late lines wait in the spool.
+/// How long an object this process stored (or the spool shows was stored) may read as
+/// missing before that is believed (it was deleted, e.g. by a lifecycle rule). Read-after-write
+/// lag of replicas and caches is seconds to minutes; meanwhile the late lines wait in the
+/// spool and reads show them.
 const MISSING_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 /// Reads and merges of one run when conditional writes find that someone else replaced the
