@@ -235,6 +235,12 @@ impl StoreError {
         }
     }
 
+    /// Whether a conditional write was refused because its condition no longer held (412
+    /// PreconditionFailed): someone else wrote the object since it was read.
+    pub fn is_precondition_failed(&self) -> bool {
+        self.code() == "PreconditionFailed"
+    }
+
     /// A refusal reported by a store outside this crate; `source`'s text is the message.
     pub fn denied(source: impl Into<BoxError>) -> Self {
         Self::other(ErrorKind::Denied, source)

@@ -412,6 +412,7 @@ fn open_object(path: &Path) -> Result<Option<(BufReader<File>, ObjectInfo)>, Sto
             content_encoding: header.content_encoding,
             user: header.user,
         },
+        etag: None,
     };
     Ok(Some((reader, info)))
 }

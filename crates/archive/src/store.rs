@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::StoreError;
+use crate::{ConditionalWrites, StoreError};
 
 /// Metadata written with an object and read back from it (S3 user metadata, `x-amz-meta-*`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,6 +24,19 @@ pub struct ObjectInfo {
     pub size: u64,
     /// What was written with it.
     pub meta: ObjectMeta,
+    /// The store's entity tag of this version (quotes included, as S3 sends it), when the
+    /// store has one: what a replacement names in `If-Match`.
+    pub etag: Option<String>,
+}
+
+/// A condition on a write, checked by the store at the moment it writes (S3 conditional
+/// writes), so a writer that read an object cannot replace a version it never saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// The key must not exist yet (`If-None-Match: *`).
+    Absent,
+    /// The key must still hold the version with this entity tag (`If-Match`).
+    Matches(String),
 }
 
 /// One object of a listing.
@@ -77,6 +90,32 @@ pub trait ObjectStore: Send + Sync + 'static {
         body: &Path,
         meta: &ObjectMeta,
     ) -> Result<ObjectInfo, StoreError>;
+
+    /// As [`put_file`](ObjectStore::put_file), written only if `condition` holds when the
+    /// store writes. A condition that does not hold fails with an error for which
+    /// [`StoreError::is_precondition_failed`] is true, and nothing is written.
+    ///
+    /// Whether the store checks conditions at all is [`conditional_writes`]; the default
+    /// (stores with one writer and no lag, test doubles) ignores the condition.
+    ///
+    /// [`conditional_writes`]: ObjectStore::conditional_writes
+    async fn put_file_if(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+        condition: Option<&WriteCondition>,
+    ) -> Result<ObjectInfo, StoreError> {
+        let _ = condition;
+        self.put_file(key, body, meta).await
+    }
+
+    /// Whether [`put_file_if`](ObjectStore::put_file_if) conditions are checked by the store.
+    /// S3 finds out once, by a probe (a server may ignore them: Garage, older SeaweedFS);
+    /// the default is that they are ignored.
+    async fn conditional_writes(&self) -> Result<ConditionalWrites, StoreError> {
+        Ok(ConditionalWrites::Ignored)
+    }
 
     /// The whole object, or `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError>;

@@ -124,6 +124,7 @@ fn hot_paths(c: &mut Criterion) {
     let info = archive::ObjectInfo {
         size: object.len() as u64,
         meta: summary.to_meta(logservice::StepId::new(step.id).expect("valid id")),
+        etag: None,
     };
     let staged = engine::read::Staged::default();
     let mut g = c.benchmark_group("find_reply");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use archive::{ObjectInfo, StoreError};
+use archive::{ConditionalWrites, ObjectInfo, StoreError, WriteCondition};
 use logservice::StepId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -26,6 +26,22 @@ use crate::threads::{at_idle_priority, blocking};
 /// Why an archive run failed. The texts reach the logs as they are.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ArchiveError {
+    /// This process archived the step, yet its object reads as missing: read-after-write lag
+    /// (a replica or cache behind), or a deletion not yet long enough ago to believe. Writing
+    /// now would replace the whole log with its late lines; the run is retried instead.
+    #[error(
+        "the archive {key} in {store} reads as missing although this process stored it (a replica or cache lagging behind?); retrying before replacing it with the late lines alone"
+    )]
+    MissingPrevious { key: String, store: String },
+    /// Other writers replaced the object between our read and our write, every round.
+    #[error(
+        "{key} in {store} was replaced by another writer {rounds} times while merging into it; retrying later"
+    )]
+    Contended {
+        key: String,
+        store: String,
+        rounds: u32,
+    },
     /// The object the new one must include could not be read.
     #[error("reading the previous archive {key} from {store}: {source}")]
     ReadPrevious {
@@ -73,6 +89,8 @@ impl ArchiveError {
             }
             ArchiveError::Build { .. } | ArchiveError::RemoveSealed { .. } => "io",
             ArchiveError::Verify { .. } => "corrupt",
+            ArchiveError::MissingPrevious { .. } => "missing_previous",
+            ArchiveError::Contended { .. } => "PreconditionFailed",
         }
     }
 }
@@ -87,6 +105,16 @@ pub(crate) enum VerifyError {
     #[error("stored object claims {stored} lines, uploaded {uploaded}")]
     LineCount { stored: String, uploaded: u64 },
 }
+
+/// How long an object this process stored (or the spool shows was stored) may read as
+/// missing before that is believed (it was deleted, e.g. by a lifecycle rule). Read-after-write
+/// lag of replicas and caches is seconds to minutes; meanwhile the late lines wait in the
+/// spool and reads show them.
+const MISSING_PATIENCE: Duration = Duration::from_secs(15 * 60);
+
+/// Reads and merges of one run when conditional writes find that someone else replaced the
+/// object meanwhile; then the run fails and is retried with backoff.
+const MERGE_ROUNDS: u32 = 3;
 
 /// What an archive run stored.
 struct Archived {
@@ -270,9 +298,57 @@ impl Shared {
             .map(|s| self.spool.segment_path(id, s))
             .collect();
         let key = format::object_key(&self.settings.key_prefix, id);
+        let conditional = match self.store.conditional_writes().await {
+            Ok(answer) => answer == ConditionalWrites::Honoured,
+            Err(source) => {
+                return Err(ArchiveError::Upload {
+                    store: self.store.describe(),
+                    key,
+                    source,
+                });
+            }
+        };
+        let mut round = 1;
+        let stored = loop {
+            match self.merge_round(id, slot, &key, &paths, conditional).await {
+                Err(ArchiveError::Upload { source, .. })
+                    if source.is_precondition_failed() && round < MERGE_ROUNDS =>
+                {
+                    tracing::info!(
+                        step = %id,
+                        key = %key,
+                        "the archive changed since it was read (412 PreconditionFailed); reading it again and merging"
+                    );
+                    round += 1;
+                }
+                Err(ArchiveError::Upload { source, .. }) if source.is_precondition_failed() => {
+                    return Err(ArchiveError::Contended {
+                        key,
+                        store: self.store.describe(),
+                        rounds: round,
+                    });
+                }
+                result => break result?,
+            }
+        };
+        self.remove_sealed(id, slot, sealed).await?;
+        Ok(stored)
+    }
 
+    /// Reads the step's object, merges the sealed segments at `paths` into it, and stores the
+    /// result, conditional on the object read (when the store honours conditions) so that a
+    /// version written meanwhile by anyone else is never replaced unseen.
+    async fn merge_round(
+        self: &Arc<Self>,
+        id: StepId,
+        slot: &Slot,
+        key: &str,
+        paths: &[PathBuf],
+        conditional: bool,
+    ) -> Result<Option<Archived>, ArchiveError> {
+        let key = key.to_owned();
         let previous = match self.store.get(&key).await {
-            Ok(previous) => previous.map(|(bytes, _)| bytes),
+            Ok(previous) => previous,
             Err(source) => {
                 return Err(ArchiveError::ReadPrevious {
                     store: self.store.describe(),
@@ -281,8 +357,29 @@ impl Shared {
                 });
             }
         };
+        let condition = match &previous {
+            Some((_, info)) if conditional => info.etag.clone().map(WriteCondition::Matches),
+            Some(_) => None,
+            None => {
+                // Checked even where the server honours conditions: some honour them on
+                // PutObject only, not on CompleteMultipartUpload (moto).
+                let believed = slot
+                    .state()
+                    .missing_object(self.clock.now(), MISSING_PATIENCE);
+                if !believed {
+                    return Err(ArchiveError::MissingPrevious {
+                        key,
+                        store: self.store.describe(),
+                    });
+                }
+                // The write itself refuses to replace an object this read could not see.
+                conditional.then_some(WriteCondition::Absent)
+            }
+        };
+        let previous = previous.map(|(bytes, _)| bytes);
 
         let inner = self.clone();
+        let paths = paths.to_vec();
         let built = at_idle_priority("archive-build", move || {
             for path in &paths {
                 match inner.spool.sync_file(path) {
@@ -306,47 +403,48 @@ impl Shared {
             Err(source) => return Err(ArchiveError::Build { key, source }),
         };
 
-        let stored = match built {
+        let Some(built) = built else {
             // The sealed segments held no readable record: nothing to keep.
-            None => None,
-            Some(built) => {
-                let meta = built.summary.to_meta(id);
-                // Even a failed upload may have stored the object.
-                slot.state().upload_started();
-                let upload_started = Instant::now();
-                let uploaded = match self.store.put_file(&key, built.file.path(), &meta).await {
-                    Ok(info) => verify(&info, built.size, &built.summary).map_err(|source| {
-                        ArchiveError::Verify {
-                            key: key.clone(),
-                            store: self.store.describe(),
-                            source,
-                        }
-                    }),
-                    Err(source) => Err(ArchiveError::Upload {
-                        key: key.clone(),
-                        store: self.store.describe(),
-                        source,
-                    }),
-                };
-                self.counters
-                    .upload_latency
-                    .record(upload_started.elapsed());
-                let (file, size, summary) = (built.file, built.size, built.summary);
-                // Recycling the file frees its blocks, which can take milliseconds (the
-                // file system may discard them on the device): never on the runtime.
-                blocking(move || drop(file)).await;
-                uploaded?;
-                self.counters
-                    .archive_uploads
-                    .fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .archive_bytes_uploaded
-                    .fetch_add(size, Ordering::Relaxed);
-                Some(Archived { key, summary, size })
-            }
+            return Ok(None);
         };
-        self.remove_sealed(id, slot, sealed).await?;
-        Ok(stored)
+        let meta = built.summary.to_meta(id);
+        // Even a failed upload may have stored the object.
+        slot.state().upload_started();
+        let upload_started = Instant::now();
+        let uploaded = match self
+            .store
+            .put_file_if(&key, built.file.path(), &meta, condition.as_ref())
+            .await
+        {
+            Ok(info) => {
+                verify(&info, built.size, &built.summary).map_err(|source| ArchiveError::Verify {
+                    key: key.clone(),
+                    store: self.store.describe(),
+                    source,
+                })
+            }
+            Err(source) => Err(ArchiveError::Upload {
+                key: key.clone(),
+                store: self.store.describe(),
+                source,
+            }),
+        };
+        self.counters
+            .upload_latency
+            .record(upload_started.elapsed());
+        let (file, size, summary) = (built.file, built.size, built.summary);
+        // Recycling the file frees its blocks, which can take milliseconds (the file system
+        // may discard them on the device): never on the runtime.
+        blocking(move || drop(file)).await;
+        uploaded?;
+        slot.state().object_stored();
+        self.counters
+            .archive_uploads
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .archive_bytes_uploaded
+            .fetch_add(size, Ordering::Relaxed);
+        Ok(Some(Archived { key, summary, size }))
     }
 
     /// Removes the sealed segments of a run whose object is stored (or that held nothing).
@@ -471,6 +569,7 @@ mod tests {
         let mut info = ObjectInfo {
             size: 10,
             meta: ObjectMeta::default(),
+            etag: None,
         };
         assert!(verify(&info, 10, &summary).is_ok());
         assert_eq!(

@@ -505,6 +505,7 @@ mod tests {
         let info = ObjectInfo {
             size: bytes.len() as u64,
             meta: summary.to_meta(logservice::StepId::new(3).unwrap()),
+            etag: None,
         };
         (bytes, info)
     }
@@ -585,6 +586,7 @@ mod tests {
         let info = ObjectInfo {
             size: bytes.len() as u64,
             meta: Default::default(),
+            etag: None,
         };
         assert!(log_json(Some((&bytes, &info)), &Staged::default()).is_err());
         let (mut bytes, info) = object(&[entry(1, "a"), entry(2, "b")]);

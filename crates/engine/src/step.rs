@@ -46,6 +46,7 @@
 //! | `sealed_bytes`, `sealed_since` | sealing (the closed segment's bytes and oldest line join them); cleared with the sealed segments |
 //! | `unmeasured`                   | recovery (the segments found); cleared once `stats.rs` measured them, or with the sealed segments |
 //! | `maybe_archived`               | an upload starting (even a failed one may have stored the object)                   |
+//! | `archived_here`, `missing_since` | an upload verified; a run that found that object missing (read-after-write lag)   |
 //! | `first_segment`                | the sealed segments being removed after their object was verified                   |
 //! | all of them                    | recovery at start (a step found in the spool)                                       |
 
@@ -124,6 +125,11 @@ pub(crate) struct StepState {
     /// An archive object of this step may exist (we stored one, or the step predates this
     /// start). While false, the spool holds the whole log.
     maybe_archived: bool,
+    /// This process stored and verified an object of this step: a read that finds none is
+    /// lag (or a deletion by someone else), never "nothing archived yet".
+    archived_here: bool,
+    /// Since when runs find that object missing; see [`StepState::missing_object`].
+    missing_since: Option<Instant>,
     /// Acknowledged bytes in the sealed segments `first_segment..segment`.
     sealed_bytes: u64,
     /// When the oldest line of the sealed segments came (`None`: no sealed data).
@@ -157,6 +163,8 @@ impl StepState {
             finished_at: None,
             archived_at: None,
             maybe_archived: false,
+            archived_here: false,
+            missing_since: None,
             sealed_bytes: 0,
             sealed_since: None,
             tail_since: None,
@@ -176,6 +184,9 @@ impl StepState {
         state.maybe_archived = true;
         if let (Some(first), Some(last)) = (segments.first(), segments.last()) {
             state.first_segment = *first;
+            // The spool's record: segments are removed only after their object was verified,
+            // so a step whose first segments are gone was archived by an earlier run.
+            state.archived_here = *first > 0;
             // Never append behind a repaired tail: new lines start a new segment.
             state.segment = last + 1;
             // Their lines are at least as old as this start; see `measured`.
@@ -307,6 +318,24 @@ impl StepState {
     /// An upload of the step's object starts.
     pub(crate) fn upload_started(&mut self) {
         self.maybe_archived = true;
+    }
+
+    /// The step's object was stored and verified.
+    pub(crate) fn object_stored(&mut self) {
+        self.archived_here = true;
+        self.missing_since = None;
+    }
+
+    /// A run found no object of the step at `now`. Returns whether that may be taken as
+    /// the truth: always when this process never stored one, and otherwise only once the
+    /// object has been missing for `patience` (it was deleted, e.g. by a lifecycle rule,
+    /// rather than not visible yet).
+    pub(crate) fn missing_object(&mut self, now: Instant, patience: Duration) -> bool {
+        if !self.archived_here {
+            return true;
+        }
+        let since = *self.missing_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= patience
     }
 
     /// The sealed segments before `end` were removed from the spool.
@@ -486,122 +515,4 @@ impl Steps {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> EngineSettings {
-        let mut s = EngineSettings::new("/unused");
-        s.finalize_delay = Duration::from_secs(5);
-        s.idle_timeout = Duration::from_secs(600);
-        s
-    }
-
-    #[test]
-    fn finished_steps_are_due_after_the_grace_period_from_their_last_line() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.segment_len = 10;
-        state.finished_at = Some(t0);
-        assert_eq!(state.action(t0 + Duration::from_secs(4), &s), Action::Wait);
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(5), &s),
-            Action::Archive
-        );
-        state.last_append = t0 + Duration::from_secs(3);
-        assert_eq!(state.action(t0 + Duration::from_secs(7), &s), Action::Wait);
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(8), &s),
-            Action::Archive
-        );
-        state.start_archiving();
-        assert_eq!(state.action(t0 + Duration::from_secs(60), &s), Action::Wait);
-    }
-
-    #[test]
-    fn unfinished_steps_wait_for_the_idle_timeout_and_retries_for_backoff() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.segment_len = 1;
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(599), &s),
-            Action::Wait
-        );
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(600), &s),
-            Action::Archive
-        );
-        state.phase = Phase::Backoff {
-            failures: 1,
-            retry_at: t0 + Duration::from_secs(900),
-        };
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(899), &s),
-            Action::Wait
-        );
-    }
-
-    #[test]
-    fn steps_without_data_are_forgotten_after_the_idle_timeout() {
-        let s = settings();
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.archived_at = Some(t0 + Duration::from_secs(10));
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(609), &s),
-            Action::Wait
-        );
-        assert_eq!(
-            state.action(t0 + Duration::from_secs(610), &s),
-            Action::Forget
-        );
-    }
-
-    /// Finding 8 of issue 12: timers past the clock's range mean "never", not a panic that
-    /// silently ends the scheduler.
-    #[test]
-    fn timers_past_the_clocks_range_never_come() {
-        let mut s = settings();
-        s.finalize_delay = Duration::MAX;
-        s.idle_timeout = Duration::MAX;
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        assert_eq!(state.action(t0, &s), Action::Wait, "no data");
-        state.appended(10, t0);
-        assert_eq!(state.action(t0, &s), Action::Wait, "running");
-        state.finished(t0);
-        assert_eq!(state.action(t0, &s), Action::Wait, "finished");
-    }
-
-    /// The phase table, walked: failures count up through backoff and reset on success; a
-    /// removed step stays removed whatever its run does.
-    #[test]
-    fn archive_runs_move_the_phase_as_the_table_says() {
-        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
-        let t0 = Instant::now();
-        let mut state = StepState::new(t0);
-        state.appended(10, t0);
-        assert_eq!(state.seal(), (0..1, Some(0)));
-        assert_eq!(state.seal(), (0..1, None));
-        state.start_archiving();
-        assert_eq!(state.phase, Phase::Archiving { failures: 0 });
-        state.archive_failed(t0, &backoff);
-        assert!(matches!(state.phase, Phase::Backoff { failures: 1, .. }));
-        state.start_archiving();
-        state.archive_failed(t0, &backoff);
-        state.start_archiving();
-        assert_eq!(state.failures(), 2);
-        state.sealed_removed(1);
-        assert!(!state.has_data());
-        state.archive_succeeded(t0);
-        assert_eq!((state.phase, state.archived_at), (Phase::Idle, Some(t0)));
-
-        state.start_archiving();
-        assert_eq!(state.remove(), 1..2);
-        state.archive_failed(t0, &backoff);
-        state.archive_succeeded(t0);
-        state.start_archiving();
-        assert!(state.is_removed());
-    }
-}
+mod tests;

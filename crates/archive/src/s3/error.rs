@@ -179,11 +179,14 @@ pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// Server trouble and throttling pass; everything else (403 AccessDenied, 404
-/// NoSuchBucket, 400 InvalidArgument, …) needs an admin.
+/// Server trouble, throttling, a body damaged on the way (the server's digest check
+/// refused it: sending it again passes) and a conditional write that lost a race (read again
+/// and retry) pass; everything else (403 AccessDenied, 404 NoSuchBucket, 400
+/// InvalidArgument, …) needs an admin.
 fn is_transient(status: u16, code: &str) -> bool {
     status >= 500
         || status == 408
+        || status == 412
         || status == 429
         || matches!(
             code,
@@ -195,6 +198,10 @@ fn is_transient(status: u16, code: &str) -> bool {
                 | "InternalError"
                 | "ServiceUnavailable"
                 | "OperationAborted"
+                | "BadDigest"
+                | "InvalidDigest"
+                | "XAmzContentSHA256Mismatch"
+                | "IncompleteBody"
         )
 }
 
@@ -210,6 +217,8 @@ mod tests {
         assert!(!is_transient(403, "AccessDenied"));
         assert!(!is_transient(404, "NoSuchBucket"));
         assert!(!is_transient(400, "InvalidArgument"));
+        assert!(is_transient(400, "BadDigest"));
+        assert!(is_transient(412, "PreconditionFailed"));
     }
 
     /// Metric labels stay within a fixed set whatever the server sends.

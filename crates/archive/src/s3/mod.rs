@@ -1,6 +1,8 @@
 //! The S3 backend, its settings and the variables they are read from.
 
 mod batch;
+mod checksum;
+mod conditional;
 mod error;
 mod multipart;
 mod probe;
@@ -8,8 +10,10 @@ mod probe_error;
 mod redact;
 mod settings;
 mod store;
+mod upload;
 mod variables;
 
+pub use checksum::READ_BACK_LIMIT;
 pub use multipart::MULTIPART_ABORT_TIMEOUT;
 pub use probe::{
     BucketProbe, ConditionalWrites, CredentialSource, ProbeError, ResolvedEndpoint, access_key_hint,

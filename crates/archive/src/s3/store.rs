@@ -20,11 +20,17 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use futures::{StreamExt, TryStreamExt};
 
+use super::checksum::Md5Sum;
 use super::error::{error_chain, map_sdk_error};
 use super::multipart::Unfinished;
+use super::probe::ConditionalWrites;
 use super::settings::{ChecksumMode, S3Settings, Sse};
+use super::upload::{Written, condition_headers};
 use crate::key::{validate_key, validate_prefix};
-use crate::{DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
+use crate::{
+    DeleteFailure, ErrorKind, ListPage, ObjectInfo, ObjectMeta, ObjectStore, StoreError,
+    WriteCondition,
+};
 
 /// S3 allows at most this many parts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;
@@ -38,6 +44,8 @@ pub struct S3Store {
     pub(super) credentials: Option<SharedCredentialsProvider>,
     /// Multipart uploads begun and not finished (see `multipart.rs`).
     pub(super) unfinished: Arc<Unfinished>,
+    /// Whether the server honours conditional writes, probed at the first upload.
+    pub(super) conditional: Arc<tokio::sync::OnceCell<ConditionalWrites>>,
 }
 
 impl S3Store {
@@ -102,6 +110,7 @@ impl S3Store {
             settings,
             credentials: sdk.credentials_provider(),
             unfinished: Arc::default(),
+            conditional: Default::default(),
         })
     }
 
@@ -146,18 +155,22 @@ impl S3Store {
         map_sdk_error(&self.target(full_key), request, err)
     }
 
-    async fn put_single(
+    pub(super) async fn put_single(
         &self,
         full_key: &str,
         body: &Path,
         size: u64,
         meta: &ObjectMeta,
-    ) -> Result<(), StoreError> {
+        condition: Option<&WriteCondition>,
+    ) -> Result<Written, StoreError> {
+        let md5 = Md5Sum::of_file(body, 0, size).await?;
         let stream = ByteStream::from_path(body)
             .await
             .map_err(|e| upload_source_error(body, "open", e))?;
         let (sse, kms_key) = self.sse();
-        self.client
+        let (if_none_match, if_match) = condition_headers(condition);
+        let written = self
+            .client
             .put_object()
             .bucket(&self.settings.bucket)
             .key(full_key)
@@ -169,19 +182,31 @@ impl S3Store {
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms_key)
             .set_storage_class(self.storage_class())
+            .content_md5(md5.header())
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
             .send()
             .await
             .map_err(|e| self.error(full_key, "PutObject", e))?;
-        Ok(())
+        Ok(Written {
+            proven: self.etag_is_md5() && md5.is_etag(written.e_tag()),
+        })
     }
 
-    async fn put_multipart(
+    /// Whether this bucket's ETags of single PUTs and parts are the MD5 of the body: on AWS
+    /// not with SSE-KMS; S3-compatible servers do it.
+    fn etag_is_md5(&self) -> bool {
+        !matches!(self.settings.sse, Some(Sse::Kms { .. }))
+    }
+
+    pub(super) async fn put_multipart(
         &self,
         full_key: &str,
         body: &Path,
         size: u64,
         meta: &ObjectMeta,
-    ) -> Result<(), StoreError> {
+        condition: Option<&WriteCondition>,
+    ) -> Result<Written, StoreError> {
         let (sse, kms_key) = self.sse();
         let created = self
             .client
@@ -207,8 +232,9 @@ impl S3Store {
         self.unfinished.began(full_key, upload_id);
 
         let result = self.upload_parts(full_key, upload_id, body, size).await;
+        let (if_none_match, if_match) = condition_headers(condition);
         let result = match result {
-            Ok(parts) => self
+            Ok((parts, proven)) => self
                 .client
                 .complete_multipart_upload()
                 .bucket(&self.settings.bucket)
@@ -219,9 +245,11 @@ impl S3Store {
                         .set_parts(Some(parts))
                         .build(),
                 )
+                .set_if_none_match(if_none_match)
+                .set_if_match(if_match)
                 .send()
                 .await
-                .map(|_| ())
+                .map(|_| Written { proven })
                 .map_err(|e| self.error(full_key, "CompleteMultipartUpload", e)),
             Err(e) => Err(e),
         };
@@ -237,14 +265,15 @@ impl S3Store {
     }
 
     /// Uploads the parts with at most `upload_concurrency` in flight. Each part streams
-    /// from its slice of the file, so memory stays small whatever the part size.
+    /// from its slice of the file, so memory stays small whatever the part size, and carries
+    /// its `Content-MD5`. Returns the parts and whether every part's ETag proves its MD5.
     async fn upload_parts(
         &self,
         full_key: &str,
         upload_id: &str,
         body: &Path,
         size: u64,
-    ) -> Result<Vec<CompletedPart>, StoreError> {
+    ) -> Result<(Vec<CompletedPart>, bool), StoreError> {
         let part_size = part_size_for(size, self.settings.part_size);
         let count = size.div_ceil(part_size);
         futures::stream::iter(0..count)
@@ -252,6 +281,7 @@ impl S3Store {
                 let offset = index * part_size;
                 let length = part_size.min(size - offset);
                 let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                let md5 = Md5Sum::of_file(body, offset, length).await?;
                 let stream = ByteStream::read_from()
                     .path(body)
                     .offset(offset)
@@ -267,11 +297,13 @@ impl S3Store {
                     .upload_id(upload_id)
                     .part_number(number)
                     .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+                    .content_md5(md5.header())
                     .body(stream)
                     .send()
                     .await
                     .map_err(|e| self.error(full_key, &format!("UploadPart {number}"), e))?;
-                Ok(CompletedPart::builder()
+                let proven = md5.is_etag(uploaded.e_tag());
+                let part = CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(uploaded.e_tag().map(str::to_owned))
                     .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_owned))
@@ -279,11 +311,50 @@ impl S3Store {
                     .set_checksum_crc64_nvme(uploaded.checksum_crc64_nvme().map(str::to_owned))
                     .set_checksum_sha1(uploaded.checksum_sha1().map(str::to_owned))
                     .set_checksum_sha256(uploaded.checksum_sha256().map(str::to_owned))
-                    .build())
+                    .build();
+                Ok::<_, StoreError>((part, proven))
             })
             .buffered(self.settings.upload_concurrency)
-            .try_collect()
+            .try_fold(
+                (Vec::new(), self.etag_is_md5()),
+                |(mut parts, all), (part, proven)| {
+                    parts.push(part);
+                    futures::future::ready(Ok((parts, all && proven)))
+                },
+            )
             .await
+    }
+
+    /// HeadObject of a key with the folder already applied.
+    pub(super) async fn head_full(&self, full_key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(full_key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(Some(ObjectInfo {
+                size: output
+                    .content_length()
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                meta: ObjectMeta {
+                    content_type: output.content_type().unwrap_or_default().to_owned(),
+                    content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
+                    user: lower_case(output.metadata()),
+                },
+                etag: output.e_tag().map(str::to_owned),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
+                // HEAD answers a bare 404 for a missing bucket too: tell the two apart, or a
+                // deleted bucket would look like "no archive yet".
+                self.check().await?;
+                Ok(None)
+            }
+            Err(e) => Err(self.error(full_key, "HeadObject", e)),
+        }
     }
 
     pub(super) fn sse(&self) -> (Option<ServerSideEncryption>, Option<String>) {
@@ -310,28 +381,27 @@ impl ObjectStore for S3Store {
         body: &Path,
         meta: &ObjectMeta,
     ) -> Result<ObjectInfo, StoreError> {
+        self.put_file_if(key, body, meta, None).await
+    }
+
+    async fn put_file_if(
+        &self,
+        key: &str,
+        body: &Path,
+        meta: &ObjectMeta,
+        condition: Option<&WriteCondition>,
+    ) -> Result<ObjectInfo, StoreError> {
         let full_key = self.full_key(key)?;
         let size = tokio::fs::metadata(body)
             .await
             .map_err(|e| upload_source_error(body, "stat", e))?
             .len();
-        if size < self.settings.part_size {
-            self.put_single(&full_key, body, size, meta).await?;
-        } else {
-            self.put_multipart(&full_key, body, size, meta).await?;
-        }
-        // Verify before anyone deletes the source: the object must exist with our size.
-        match self.head(key).await? {
-            Some(info) if info.size == size => Ok(info),
-            Some(info) => Err(StoreError::corrupt_object(
-                self.target(&full_key),
-                format!("{} bytes after upload, {size} sent", info.size),
-            )),
-            None => Err(StoreError::corrupt_object(
-                self.target(&full_key),
-                "missing right after a successful upload",
-            )),
-        }
+        self.upload_verified(&full_key, body, size, meta, condition)
+            .await
+    }
+
+    async fn conditional_writes(&self) -> Result<ConditionalWrites, StoreError> {
+        self.probed_conditional_writes().await
     }
 
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, ObjectInfo)>, StoreError> {
@@ -360,6 +430,7 @@ impl ObjectStore for S3Store {
                 content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
                 user: lower_case(output.metadata()),
             },
+            etag: output.e_tag().map(str::to_owned),
         };
         let data = output
             .body
@@ -385,33 +456,7 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         let full_key = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.settings.bucket)
-            .key(&full_key)
-            .send()
-            .await
-        {
-            Ok(output) => Ok(Some(ObjectInfo {
-                size: output
-                    .content_length()
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                meta: ObjectMeta {
-                    content_type: output.content_type().unwrap_or_default().to_owned(),
-                    content_encoding: output.content_encoding().unwrap_or_default().to_owned(),
-                    user: lower_case(output.metadata()),
-                },
-            })),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_not_found()) => {
-                // HEAD answers a bare 404 for a missing bucket too: tell the two apart, or a
-                // deleted bucket would look like "no archive yet".
-                self.check().await?;
-                Ok(None)
-            }
-            Err(e) => Err(self.error(&full_key, "HeadObject", e)),
-        }
+        self.head_full(&full_key).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {

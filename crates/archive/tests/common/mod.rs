@@ -2,6 +2,8 @@
 //! local directory, s3s-fs in-process, SeaweedFS and moto.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub(crate) mod fault_proxy;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

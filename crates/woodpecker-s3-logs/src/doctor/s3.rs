@@ -415,7 +415,7 @@ async fn objects(report: &mut Report, store: &S3Store) {
                     }
                     _ => "ignored: PUT with If-None-Match: * over the existing probe was accepted",
                 },
-                "none needed: this addon does not rely on conditional writes (servers such as Garage and older SeaweedFS ignore them); know that this server overwrites where AWS would refuse",
+                "none needed: this addon does not rely on conditional writes (servers such as Garage and older SeaweedFS ignore them): it falls back to its own record of what it archived, and says so once in its log; keep one Woodpecker server per bucket folder, since this server overwrites where AWS would refuse",
             ),
             Err(e) => report.fail(
                 CheckId::ConditionalWrite,
