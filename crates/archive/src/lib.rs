@@ -15,8 +15,8 @@ pub use error::{BoxError, ErrorKind, StoreError};
 pub use local::LocalDirStore;
 pub use s3::{
     BucketProbe, CaBundle, ChecksumMode, ConditionalWrites, CredentialSource, MAX_PART_SIZE,
-    MIN_PART_SIZE, MULTIPART_ABORT_TIMEOUT, ProbeError, READ_BACK_LIMIT, ResolvedEndpoint, S3Settings,
-    S3Store, Sse, access_key_hint, redact_endpoint,
+    MIN_PART_SIZE, MULTIPART_ABORT_TIMEOUT, ProbeError, READ_BACK_LIMIT, ResolvedEndpoint,
+    S3Settings, S3Store, Sse, access_key_hint, redact_endpoint,
 };
 /// The S3 backend's variables that tools name in their advice (e.g. `doctor`'s fixes).
 pub mod variables {
