@@ -8,7 +8,7 @@
 //!
 //! Per database (a fresh one each, Woodpecker's schema): [`STEPS`] steps append
 //! [`BATCH`]-line batches every [`PERIOD`] for [`SECONDS`] s through the addon's pool, in
-//! three ways — the staging append (one transaction of multi-row `INSERT … IGNORE`),
+//! three ways — the staging append (multi-row `INSERT … IGNORE`, one transaction),
 //! Woodpecker's database store (one multi-row `INSERT` per 1000 entries, autocommit:
 //! `LogAppend` in server/store/datastore/log.go calls xorm's `Insert` on each chunk), and
 //! one single-row `INSERT` per line inside one transaction — then the staging append again
@@ -46,7 +46,7 @@ enum Writer {
 impl Writer {
     fn name(self) -> &'static str {
         match self {
-            Self::Staging => "staging: multi-row INSERT…IGNORE, 1 tx",
+            Self::Staging => "staging: multi-row INSERT…IGNORE",
             Self::WoodpeckerStore => "Woodpecker store: multi-row INSERT/1000",
             Self::RowPerInsert => "row-per-INSERT in 1 tx",
         }

@@ -117,11 +117,13 @@ pub struct DeletePacing {
 }
 
 impl Default for DeletePacing {
-    /// See STAGING.md for the measurement these come from.
+    /// 5 000 rows, then 200 ms: ~20 000 rows/s, and the append p99 of running steps on
+    /// SQLite and MariaDB stays near its level without deletes; unpaced deletes raised it
+    /// 3-10x (SQLite serialises all writers). Measured: STAGING.md.
     fn default() -> Self {
         Self {
             batch_lines: 5_000,
-            pause: Duration::from_millis(20),
+            pause: Duration::from_millis(200),
         }
     }
 }
