@@ -379,3 +379,39 @@ async fn schemas_without_the_unique_index_still_keep_first_writes() {
         assert_eq!(read[7].data.as_deref(), Some(&b"retry line 7\n"[..]));
     }
 }
+
+/// A batch split over several statements is stored whole or not at all: the last
+/// statement failing takes the earlier ones with it. (MySQL's `INSERT IGNORE` turns the
+/// usual ways to make a row fail into warnings, so it is left out.)
+#[tokio::test]
+async fn a_split_batch_is_stored_whole_or_not_at_all() {
+    for db in TestDb::every().await {
+        let refuse_last_line = match db.driver {
+            Driver::Sqlite => {
+                "CREATE TRIGGER refuse BEFORE INSERT ON log_entries WHEN NEW.line = 11999 \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            }
+            Driver::Postgres => {
+                "ALTER TABLE log_entries ADD CONSTRAINT refuse CHECK (line <> 11999)"
+            }
+            Driver::MySql => continue,
+        };
+        db.execute(refuse_last_line).await;
+        let staging = LogEntriesStaging::new(db.database().clone());
+        let err = staging
+            .append(2, &lines(0..12_000, "split"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StagingError::Step { step_id: 2, .. }),
+            "{err}"
+        );
+        assert!(!err.is_unavailable());
+        assert_eq!(db.count_log_rows(2).await, 0, "{:?}", db.driver);
+        // The same batch without the refused line is stored.
+        assert_eq!(
+            staging.append(2, &lines(0..11_999, "split")).await.unwrap(),
+            11_999
+        );
+    }
+}
