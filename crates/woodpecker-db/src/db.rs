@@ -93,7 +93,9 @@ pub struct Database {
     pool: Pool,
 }
 
-type EntryRow = (i64, i64, i64, i64, Option<Vec<u8>>, i64);
+/// A `log_entries` row as the statements of `sql.rs` select it: id, step id, time, line,
+/// data, type.
+pub(crate) type EntryRow = (i64, i64, i64, i64, Option<Vec<u8>>, i64);
 
 impl Database {
     /// A pool on `source` that connects on first use: never fails, touches nothing. Needs
@@ -253,7 +255,7 @@ impl Database {
 }
 
 /// Rows ordered by (line, id) to entries, the first row of each line kept.
-fn entries(rows: Vec<EntryRow>) -> Vec<LogEntry> {
+pub(crate) fn entries(rows: Vec<EntryRow>) -> Vec<LogEntry> {
     let mut out: Vec<LogEntry> = Vec::with_capacity(rows.len());
     for (id, step_id, time, line, data, entry_type) in rows {
         if out.last().is_some_and(|last| last.line == line) {

@@ -11,6 +11,8 @@
 //!   bucket prefix to it.
 //! - `migration.rs` and [`retention`]: the queries of `migrate` (a step's line count) and
 //!   `gc` (which steps exist, their pipelines' age and rank).
+//! - [`staging`]: Woodpecker's `log_entries` as the staging area of running steps
+//!   (`WOODPECKER_LOG_STORE_S3_STAGING=database`).
 //! - `testing` (feature `test-support`): fresh Woodpecker databases for tests.
 
 mod db;
@@ -23,6 +25,7 @@ mod migration;
 pub mod retention;
 pub mod settings;
 mod sql;
+pub mod staging;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
