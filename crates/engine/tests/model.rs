@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use archive::{LocalDirStore, ObjectInfo, ObjectMeta, ObjectStore, StoreError};
@@ -53,6 +53,12 @@ struct FlakyStore {
     inner: LocalDirStore,
     down: AtomicBool,
     lost_answers: AtomicU32,
+    /// Uploads wait while set (an upload in flight when the process dies).
+    hold_uploads: AtomicBool,
+    /// Uploads waiting now.
+    held_uploads: AtomicU32,
+    /// Bumped by a crash: an upload held across it never reaches the store.
+    crashes: AtomicU64,
 }
 
 impl FlakyStore {
@@ -72,6 +78,19 @@ impl ObjectStore for FlakyStore {
         body: &Path,
         meta: &ObjectMeta,
     ) -> Result<ObjectInfo, StoreError> {
+        let crashes = self.crashes.load(Ordering::SeqCst);
+        if self.hold_uploads.load(Ordering::SeqCst) {
+            self.held_uploads.fetch_add(1, Ordering::SeqCst);
+            while self.hold_uploads.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            self.held_uploads.fetch_sub(1, Ordering::SeqCst);
+        }
+        if self.crashes.load(Ordering::SeqCst) != crashes {
+            // The engine that started this upload is gone (its runtime drops this future
+            // soon); a dead process sends nothing more.
+            return Err(StoreError::transient("the process died during the upload"));
+        }
         self.check()?;
         let info = self.inner.put_file(key, body, meta).await?;
         if self
@@ -133,6 +152,9 @@ enum Op {
     Crash {
         torn: Option<i64>,
     },
+    /// Time moves on by a duration, and the process dies while the uploads due then are in
+    /// flight (if any was due); then a restart as for [`Op::Crash`].
+    CrashDuringUpload(Duration),
     /// The archive goes down or comes back.
     ArchiveUp(bool),
     /// The next upload is stored, but its answer is lost.
@@ -287,10 +309,11 @@ impl Generator {
             63..67 => Op::Delete(self.step()),
             67..79 => Op::Advance(self.duration()),
             79..84 => Op::AdvanceNoWait(self.duration()),
-            84..89 => {
+            84..87 => {
                 let torn = self.rng.bool().then(|| self.step());
                 Op::Crash { torn }
             }
+            87..89 => Op::CrashDuringUpload(self.duration()),
             89..97 => Op::ArchiveUp(self.rng.u32(0..3) != 0),
             _ => Op::LoseUploadAnswer,
         }
@@ -408,6 +431,7 @@ impl Op {
             Op::Advance(_) => "advance",
             Op::AdvanceNoWait(_) => "advance-no-wait",
             Op::Crash { .. } => "crash",
+            Op::CrashDuringUpload(_) => "crash-during-upload",
             Op::ArchiveUp(_) => "archive-up",
             Op::LoseUploadAnswer => "lose-upload-answer",
         }
@@ -424,6 +448,9 @@ impl Run {
             inner: LocalDirStore::new(dir.path().join("archive")).unwrap(),
             down: AtomicBool::new(false),
             lost_answers: AtomicU32::new(0),
+            hold_uploads: AtomicBool::new(false),
+            held_uploads: AtomicU32::new(0),
+            crashes: AtomicU64::new(0),
         });
         let clock = ManualClock::new();
         let engine = start_engine_on(dir.path().join("spool"), store.clone(), clock.clone()).await;
@@ -485,6 +512,7 @@ impl Run {
             }
             Op::AdvanceNoWait(by) => self.clock.advance(*by),
             Op::Crash { torn } => self.crash(*torn).await,
+            Op::CrashDuringUpload(by) => self.crash_during_upload(*by).await,
             Op::ArchiveUp(up) => self.store.down.store(!up, Ordering::SeqCst),
             Op::LoseUploadAnswer => {
                 self.store.lost_answers.fetch_add(1, Ordering::SeqCst);
@@ -528,6 +556,11 @@ impl Run {
         if let Some(id) = torn {
             tear_last_segment(&self.dir.path().join("spool"), id);
         }
+        self.restart().await;
+    }
+
+    /// Starts a new engine on the spool, the archive and the clock of the dropped one.
+    async fn restart(&mut self) {
         let engine = start_engine_on(
             self.dir.path().join("spool"),
             self.store.clone(),
@@ -535,6 +568,40 @@ impl Run {
         )
         .await;
         self.engine = Some(engine);
+    }
+
+    /// Holds uploads, moves time on, and once an upload is in flight (or the pass found
+    /// nothing to upload) drops the engine; the held upload never reaches the store.
+    async fn crash_during_upload(&mut self, by: Duration) {
+        self.store.hold_uploads.store(true, Ordering::SeqCst);
+        self.clock.advance(by);
+        // The pass ends without an upload when nothing is due or the archive is down.
+        let clock = self.clock.clone();
+        let settled = clock.settle();
+        tokio::pin!(settled);
+        loop {
+            tokio::select! {
+                () = &mut settled => break,
+                () = tokio::time::sleep(Duration::from_millis(1)) => {
+                    if self.store.held_uploads.load(Ordering::SeqCst) > 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        let in_flight = self.store.held_uploads.load(Ordering::SeqCst);
+        self.trace.push(format!("  uploads in flight: {in_flight}"));
+        if in_flight > 0 {
+            self.spent
+                .entry("  with an upload in flight")
+                .or_default()
+                .0 += 1;
+        }
+        self.store.crashes.fetch_add(1, Ordering::SeqCst);
+        drop(self.engine.take());
+        drop(settled);
+        self.store.hold_uploads.store(false, Ordering::SeqCst);
+        self.restart().await;
     }
 
     /// With the archive back, time moves on until every step is archived; then every step's
