@@ -599,7 +599,6 @@ impl Run {
         }
         self.store.crashes.fetch_add(1, Ordering::SeqCst);
         drop(self.engine.take());
-        drop(settled);
         self.store.hold_uploads.store(false, Ordering::SeqCst);
         self.restart().await;
     }
