@@ -21,6 +21,12 @@
 //!
 //! Spool and archive go to `/dev/shm` when it exists (`MODEL_DIR` chooses another place).
 //!
+//! Crashes drop the engine between calls, or with an upload in flight, and may leave a torn
+//! record (what a kill in the middle of an append leaves). Not simulated: a power cut, which
+//! also loses what the page cache held (lines acknowledged since the last fsync, unless
+//! `SPOOL_SYNC=always`), and a kill at any other instruction (in the middle of an archive
+//! run's removal of its segments, say), which would need the engine in a child process.
+//!
 //! The operations replay exactly; the engine's own threads (archive runs that overlap later
 //! calls after [`Op::AdvanceNoWait`]) may interleave differently from run to run.
 
