@@ -559,10 +559,26 @@ impl Run {
     async fn crash(&mut self, torn: Option<i64>) {
         self.clock.settle().await;
         drop(self.engine.take());
+        self.wait_until_gone().await;
         if let Some(id) = torn {
             tear_last_segment(&self.dir.path().join("spool"), id);
         }
         self.restart().await;
+    }
+
+    /// Waits until nothing of the dropped engine runs any more: everything that works for
+    /// an engine (its state, the runs, blocking file work, build threads) holds the store.
+    /// A real crash ends all of it at once; in one process it ends a moment later, and until
+    /// then it may still recycle files in the spool's `tmp/` that the next engine uses.
+    async fn wait_until_gone(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while Arc::strong_count(&self.store) > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a dropped engine still holds the archive store after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Starts a new engine on the spool, the archive and the clock of the dropped one.
@@ -606,6 +622,7 @@ impl Run {
         self.store.crashes.fetch_add(1, Ordering::SeqCst);
         drop(self.engine.take());
         self.store.hold_uploads.store(false, Ordering::SeqCst);
+        self.wait_until_gone().await;
         self.restart().await;
     }
 
