@@ -371,32 +371,12 @@ fn step(id: i64) -> Step {
 }
 
 /// Starts an engine on `spool` and waits until it serves.
-///
-/// A dropped engine releases the spool's lock at once (by design, see the engine test
-/// `dropping_the_engine_releases_the_spool_at_once`), but a blocking file operation it
-/// started can go on for a moment, which a real crash never lets happen: the file pool's
-/// refill in `tmp/` can then make the next start fail to clear `tmp/`. Such a start is
-/// tried again.
 async fn start_engine_on(spool: PathBuf, store: Arc<FlakyStore>, clock: ManualClock) -> Engine {
-    let mut attempts = 0;
-    loop {
-        let engine = Engine::start_with_clock(
-            settings(spool.clone()),
-            store.clone(),
-            Clock::Manual(clock.clone()),
-        )
+    let engine = Engine::start_with_clock(settings(spool), store, Clock::Manual(clock))
         .await
         .unwrap();
-        match engine.ready().await {
-            Ok(()) => return engine,
-            Err(e) if attempts < 50 && e.to_string().contains("cannot clear") => {
-                attempts += 1;
-                drop(engine);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("the engine does not start: {e}"),
-        }
-    }
+    engine.ready().await.unwrap();
+    engine
 }
 
 fn settings(spool: PathBuf) -> EngineSettings {
