@@ -219,9 +219,10 @@ impl Decoder for RequestDecoder {
                     let remaining = match *left {
                         Some(n) => n,
                         // The message at the read position, prefix included, whatever its
-                        // size: it is passed over, never buffered whole.
+                        // size: it is passed over, never buffered whole. A length near 2^64
+                        // saturates: such a message never ends before the stream does.
                         None => match gob::message_len(buf, usize::MAX)? {
-                            Some((prefix, len)) => prefix as u64 + len as u64,
+                            Some((prefix, len)) => (prefix as u64).saturating_add(len as u64),
                             None => return Ok(None),
                         },
                     };
