@@ -141,7 +141,7 @@ impl Spool {
         // Leftovers of an interrupted archive build: never referenced again. Checked first to
         // be our own directory, so nothing else is ever cleared.
         let tmp = dir::own_subdir(configured, root, TMP)?;
-        fs::remove_dir_all(&tmp).map_err(context("cannot clear", &tmp))?;
+        clear_dir(&tmp).map_err(context("cannot clear", &tmp))?;
         let tmp = dir::own_subdir(configured, root, TMP)?;
         let finished_path = root.join("finished");
         let finished = open_journal(&finished_path)?;
@@ -516,6 +516,23 @@ fn complete_len(file: &File, len: u64) -> io::Result<u64> {
         end = start;
     }
     Ok(0)
+}
+
+/// Removes `dir` and everything in it. In one process a dropped engine's file pool may still
+/// be creating files there for a moment after its spool lock is released (a real crash ends
+/// that at once; tests and the model test restart engines in one process), so a directory
+/// that refills while it is being removed is removed again, for up to half a second.
+fn clear_dir(dir: &Path) -> io::Result<()> {
+    let mut retries = 50;
+    loop {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && retries > 0 => {
+                retries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result,
+        }
+    }
 }
 
 fn open_journal(path: &Path) -> io::Result<File> {

@@ -93,3 +93,28 @@ fn finished_journal_is_recovered_converted_and_compacted() {
         "1\n2\n3\n"
     );
 }
+
+/// A `tmp/` that another thread keeps filling while it is cleared (a dropped engine's file
+/// pool refilling, in one process) is cleared all the same: the next engine's start failed
+/// with "Directory not empty" before.
+#[test]
+fn a_directory_refilled_while_it_is_cleared_is_cleared_all_the_same() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("tmp");
+    fs::create_dir(&dir).unwrap();
+    let filler = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            // Until the directory is gone for good, as a refill stops at its bound.
+            (0..20_000)
+                .take_while(|n| File::create(dir.join(format!("pool-{n}"))).is_ok() || *n < 10)
+                .count()
+        })
+    };
+    while fs::read_dir(&dir).unwrap().count() < 10 {
+        std::thread::yield_now();
+    }
+    clear_dir(&dir).unwrap();
+    filler.join().unwrap();
+    assert!(!dir.exists(), "tmp/ left behind");
+}
