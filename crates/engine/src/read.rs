@@ -103,8 +103,8 @@ impl Shared {
     /// object's size and metadata, without fetching it), refuses a log over `MAX_LOG_SIZE`,
     /// waits for that much of the read budget, and only then reads.
     pub(crate) async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
-        for _ in 0..READ_ATTEMPTS {
-            if let Some(answer) = self.find_once(id).await? {
+        for attempt in 0..READ_ATTEMPTS {
+            if let Some(answer) = self.find_once(id, attempt > 0).await? {
                 return Ok(answer);
             }
         }
@@ -115,15 +115,22 @@ impl Shared {
     }
 
     /// One attempt at [`Self::find`]; `None` when the object fetched is larger than the one
-    /// the memory was reserved for.
-    async fn find_once(self: &Arc<Self>, id: StepId) -> Result<Option<Vec<u8>>, LogError> {
+    /// the memory was reserved for. `ask_store` sizes the object with a HEAD even for a step
+    /// this process thinks was never archived: a retry after an object turned up anyway (a
+    /// step archived before a restart, or forgotten after the idle timeout, that got late
+    /// lines) must reserve for it, or every attempt would find it too large.
+    async fn find_once(
+        self: &Arc<Self>,
+        id: StepId,
+        ask_store: bool,
+    ) -> Result<Option<Vec<u8>>, LogError> {
         let inner = self.clone();
         let plan = blocking(move || inner.staged_plan(id)).await;
         let key = format::object_key(&self.settings.key_prefix, id);
         let max = self.settings.max_log_size;
         // Only the object's size and metadata, to size the read; a step that was never
         // archived has no object to ask about (and the GET below still makes sure).
-        let expected = if plan.maybe_archived {
+        let expected = if plan.maybe_archived || ask_store {
             self.store.head(&key).await.map_err(|e| {
                 storage(format!(
                     "cannot read the archived log of step {id} ({key} in {}): {e}",
