@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let info = ObjectInfo {
         size: object.len() as u64,
         meta,
+        etag: None,
     };
 
     let decoded = format::decode_object(&object);
