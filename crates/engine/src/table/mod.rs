@@ -139,6 +139,9 @@ struct Inner {
     /// Since when (unix seconds) rows belong to staging; rows older than that are the
     /// database store's history (read through, archived by `migrate`, never swept).
     since: tokio::sync::OnceCell<i64>,
+    /// When this engine started (unix seconds): the time a marker it writes records, so
+    /// that rows it acknowledged before the store first answered count as staging's.
+    started: i64,
     legacy: OnceLock<LegacySources>,
     counters: TableCounters,
 }
@@ -194,6 +197,9 @@ impl TableEngine {
             clock,
             scratch,
             since: tokio::sync::OnceCell::new(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
             legacy: OnceLock::new(),
             counters: TableCounters::default(),
         });

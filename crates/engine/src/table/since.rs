@@ -13,8 +13,6 @@
 //! rows written meanwhile until they age past it; they are still read and still archived by
 //! StepFinished and by the idle timeout of this process).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use archive::{ObjectMeta, ObjectStore, WriteCondition};
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +56,11 @@ pub async fn read_since_marker(
     Ok(Some(marker.database_staging_since))
 }
 
-/// Reads the marker, or writes it with the current time when there is none yet (only if
-/// it is still absent, so two addons starting together agree on the first one).
+/// Reads the marker, or writes it with the engine's start time when there is none yet
+/// (only if it is still absent, so two addons starting together agree on the first one).
+/// The start, not the moment of writing: appends are acknowledged while the store is
+/// unreachable, and a spool imported meanwhile is known to the sweep alone; a later time
+/// would take those rows for the database store's history, never to be swept.
 pub(super) async fn load_or_claim(inner: &Inner) -> Result<i64, String> {
     let key = since_marker_key(&inner.settings.key_prefix);
     let store = &inner.store;
@@ -73,10 +74,8 @@ pub(super) async fn load_or_claim(inner: &Inner) -> Result<i64, String> {
         if let Some(since) = read_since_marker(&**store, &inner.settings.key_prefix).await? {
             return Ok(since);
         }
-        // Whole seconds down: rows created within this second count as staging's.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        // Whole seconds down: rows created within that second count as staging's.
+        let now = inner.started;
         let mut body = serde_json::to_vec_pretty(&SinceMarker {
             database_staging_since: now,
         })
