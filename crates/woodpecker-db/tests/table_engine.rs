@@ -85,6 +85,8 @@ fn key(id: i64) -> String {
 struct Switch {
     inner: Arc<dyn ObjectStore>,
     down: AtomicBool,
+    /// Only uploads fail (reads work): a full bucket, a policy denying PutObject.
+    fail_puts: AtomicBool,
     hold_before_put: AtomicBool,
     hold_after_put: AtomicBool,
     /// Uploads that reached `put_file_if` / completed.
@@ -97,6 +99,7 @@ impl Switch {
         Self {
             inner,
             down: AtomicBool::new(false),
+            fail_puts: AtomicBool::new(false),
             hold_before_put: AtomicBool::new(false),
             hold_after_put: AtomicBool::new(false),
             puts_started: AtomicU32::new(0),
@@ -139,6 +142,9 @@ impl ObjectStore for Switch {
         self.puts_started.fetch_add(1, Ordering::SeqCst);
         Self::hold(&self.hold_before_put).await;
         self.check()?;
+        if self.fail_puts.load(Ordering::SeqCst) {
+            return Err(StoreError::denied("AccessDenied: PutObject (test fault)"));
+        }
         let info = self.inner.put_file_if(key, body, meta, condition).await?;
         self.puts_done.fetch_add(1, Ordering::SeqCst);
         Self::hold(&self.hold_after_put).await;
@@ -753,6 +759,34 @@ async fn an_unreachable_local_archive_keeps_rows_until_it_is_back() {
     }
 }
 
+/// Reads of the store work but uploads fail: the run reads the rows and builds the object,
+/// and still deletes nothing until an upload succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_uploads_keep_the_rows_until_one_succeeds() {
+    for db in TestDb::every().await {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = Rig::start(&db, local_store(&dir));
+        let d = db.driver;
+        rig.append(53, lines(53, 0..3, "a")).await;
+        rig.engine.step_finished(&step(53)).await;
+        rig.advance(FINALIZE).await;
+        rig.append(53, lines(53, 3..5, "a")).await;
+        rig.switch.fail_puts.store(true, Ordering::SeqCst);
+        rig.advance(IDLE).await;
+        for _ in 0..3 {
+            rig.advance(RETRY_MAX).await;
+        }
+        assert_eq!(db.count_log_rows(53).await, 2, "{d:?}: rows kept");
+        assert!(rig.engine.stats().archive_failures >= 2, "{d:?}: retried");
+        assert_eq!(rig.object_texts(53).await, Some(expect(0..3, "a")), "{d:?}");
+        assert_eq!(rig.find(53).await, expect(0..5, "a"), "{d:?}");
+        rig.switch.fail_puts.store(false, Ordering::SeqCst);
+        rig.advance(RETRY_MAX).await;
+        assert_eq!(rig.object_texts(53).await, Some(expect(0..5, "a")), "{d:?}");
+        assert_eq!(db.count_log_rows(53).await, 0, "{d:?}");
+    }
+}
+
 /// The same on SeaweedFS, the outage a proxy in front of it that drops every connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_seaweedfs_keeps_rows_until_it_is_back() {
@@ -1117,4 +1151,25 @@ async fn a_5_mib_line_of_one_repeated_byte_reads_back_after_archiving() {
     assert_eq!(db.count_log_rows(82).await, 0);
     let read = rig.engine.log_find(&step(82)).await.unwrap();
     assert_eq!(read.len(), 1);
+}
+
+/// An agent's retry of a batch holding line 0 arrives after the step was archived (and its
+/// rows deleted), then the archive becomes unreachable: the rows are not the whole log, so
+/// LogFind must fail rather than answer the retried lines alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue in engine/src/table/steps.rs: a step forgotten after its archive run takes a late line 0 for a whole log staged here"]
+async fn a_late_retry_of_line_0_does_not_make_rows_the_whole_log() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rig = Rig::start(&db, local_store(&dir));
+    rig.append(54, lines(54, 0..5, "a")).await;
+    rig.engine.step_finished(&step(54)).await;
+    rig.advance(FINALIZE).await;
+    assert_eq!(rig.object_texts(54).await, Some(expect(0..5, "a")));
+    rig.append(54, lines(54, 0..2, "a")).await;
+    rig.switch.down.store(true, Ordering::SeqCst);
+    match rig.engine.log_find(&step(54)).await {
+        Err(_) => {}
+        Ok(read) => assert_eq!(texts(&read), expect(0..5, "a"), "a partial log"),
+    }
 }
