@@ -9,10 +9,13 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use logservice::{LogError, StepId};
 
-use super::Inner;
+use archive::ObjectStore;
+
+use super::{Inner, TableStaging};
 use crate::budget::ReadCost;
 use crate::format;
 use crate::read::{Staged, read_through, splice, too_large};
+use crate::settings::EngineSettings;
 use crate::shared::storage;
 
 impl Inner {
@@ -20,23 +23,7 @@ impl Inner {
         let max = self.settings.max_log_size;
         let key = format::object_key(&self.settings.key_prefix, id);
 
-        let mut staged = Staged::default();
-        let mut staged_bytes = 0u64;
-        let mut rows = self.table.read(id);
-        while let Some(entry) = rows.next().await {
-            let entry = entry.map_err(|e| {
-                storage(format!(
-                    "cannot read the staged log of step {id} from {}: {e}",
-                    self.table.describe()
-                ))
-            })?;
-            // A comma per record in the answer.
-            staged_bytes += staged.push_entry(&entry) as u64 + 1;
-            if staged_bytes > max {
-                return Err(too_large(id, staged_bytes, max));
-            }
-        }
-        drop(rows);
+        let (staged, staged_bytes) = read_rows(&*self.table, id, max).await?;
 
         let unreachable = |e: archive::StoreError| {
             storage(format!(
@@ -89,4 +76,51 @@ impl Inner {
     fn serves_rows_alone(&self, id: StepId, staged: &Staged) -> bool {
         !staged.is_empty() && self.steps.whole_log_staged(id)
     }
+}
+
+/// The step's rows as staged records, and the bytes they add to the answer; a log over
+/// `max` is refused.
+async fn read_rows(
+    table: &dyn TableStaging,
+    id: StepId,
+    max: u64,
+) -> Result<(Staged, u64), LogError> {
+    let mut staged = Staged::default();
+    let mut staged_bytes = 0u64;
+    let mut rows = table.read(id);
+    while let Some(entry) = rows.next().await {
+        let entry = entry.map_err(|e| {
+            storage(format!(
+                "cannot read the staged log of step {id} from {}: {e}",
+                table.describe()
+            ))
+        })?;
+        // A comma per record in the answer.
+        staged_bytes += staged.push_entry(&entry) as u64 + 1;
+        if staged_bytes > max {
+            return Err(too_large(id, staged_bytes, max));
+        }
+    }
+    Ok((staged, staged_bytes))
+}
+
+/// Reads a step's log with database staging, as the JSON array LogFind answers, without
+/// starting an engine (for `get` beside a live addon): rows first, then the object; no
+/// maximum (it is how an admin reads a log past `MAX_LOG_SIZE`); logs from before the
+/// switch are the table's own rows.
+pub async fn read_table_step_log(
+    settings: &EngineSettings,
+    store: &dyn ObjectStore,
+    table: &dyn TableStaging,
+    id: StepId,
+) -> Result<Vec<u8>, LogError> {
+    let (staged, _) = read_rows(table, id, u64::MAX).await?;
+    let key = format::object_key(&settings.key_prefix, id);
+    let object = store.get(&key).await.map_err(|e| {
+        storage(format!(
+            "cannot read the archived log of step {id} ({key} in {}): {e}",
+            store.describe()
+        ))
+    })?;
+    splice(store, id, &key, staged, object, u64::MAX).await
 }

@@ -39,6 +39,7 @@ use logservice::{LogEntry, LogError, LogService, Step, StepId};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+pub use find::read_table_step_log;
 pub use lines::LineRanges;
 pub use since::{SINCE_MARKER_NAME, read_since_marker, since_marker_key};
 pub use switch::{Moved, drain_table, import_spool};
