@@ -23,7 +23,19 @@ impl Inner {
         let max = self.settings.max_log_size;
         let key = format::object_key(&self.settings.key_prefix, id);
 
-        let (staged, staged_bytes) = read_rows(&*self.table, id, max).await?;
+        // With the database down, a step this process knows has nothing staged (archived
+        // and nothing since) is still served from its object.
+        let mut rows_unreadable = None;
+        let (staged, staged_bytes) = match read_rows(&*self.table, id, max).await {
+            Ok(rows) => rows,
+            Err(RowsError::Table(e)) if e.is_unavailable() && self.steps.nothing_staged(id) => {
+                tracing::warn!(step = %id, error = %e,
+                    "database unreachable; serving the step's archived log alone (this addon archived it and staged nothing since)");
+                rows_unreadable = Some(e);
+                (Staged::default(), 0)
+            }
+            Err(e) => return Err(e.into_log_error(&*self.table, id)),
+        };
 
         let unreachable = |e: archive::StoreError| {
             storage(format!(
@@ -63,6 +75,11 @@ impl Inner {
             Err(e) => return Err(unreachable(e)),
         };
         if object.is_none()
+            && let Some(e) = rows_unreadable
+        {
+            return Err(RowsError::Table(e).into_log_error(&*self.table, id));
+        }
+        if object.is_none()
             && staged.is_empty()
             && let Some(legacy) = self.legacy.get()
         {
@@ -78,27 +95,40 @@ impl Inner {
     }
 }
 
+/// Why the rows could not be read.
+enum RowsError {
+    Table(super::TableError),
+    TooLarge(LogError),
+}
+
+impl RowsError {
+    fn into_log_error(self, table: &dyn TableStaging, id: StepId) -> LogError {
+        match self {
+            RowsError::Table(e) => storage(format!(
+                "cannot read the staged log of step {id} from {}: {e}",
+                table.describe()
+            )),
+            RowsError::TooLarge(e) => e,
+        }
+    }
+}
+
 /// The step's rows as staged records, and the bytes they add to the answer; a log over
 /// `max` is refused.
 async fn read_rows(
     table: &dyn TableStaging,
     id: StepId,
     max: u64,
-) -> Result<(Staged, u64), LogError> {
+) -> Result<(Staged, u64), RowsError> {
     let mut staged = Staged::default();
     let mut staged_bytes = 0u64;
     let mut rows = table.read(id);
     while let Some(entry) = rows.next().await {
-        let entry = entry.map_err(|e| {
-            storage(format!(
-                "cannot read the staged log of step {id} from {}: {e}",
-                table.describe()
-            ))
-        })?;
+        let entry = entry.map_err(RowsError::Table)?;
         // A comma per record in the answer.
         staged_bytes += staged.push_entry(&entry) as u64 + 1;
         if staged_bytes > max {
-            return Err(too_large(id, staged_bytes, max));
+            return Err(RowsError::TooLarge(too_large(id, staged_bytes, max)));
         }
     }
     Ok((staged, staged_bytes))
@@ -114,7 +144,9 @@ pub async fn read_table_step_log(
     table: &dyn TableStaging,
     id: StepId,
 ) -> Result<Vec<u8>, LogError> {
-    let (staged, _) = read_rows(table, id, u64::MAX).await?;
+    let (staged, _) = read_rows(table, id, u64::MAX)
+        .await
+        .map_err(|e| e.into_log_error(table, id))?;
     let key = format::object_key(&settings.key_prefix, id);
     let object = store.get(&key).await.map_err(|e| {
         storage(format!(
