@@ -2,7 +2,7 @@
 //! steps' state, upload slots, counters, the schedule's clock and the retry backoff.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use archive::ObjectStore;
 use logservice::LogError;
@@ -16,6 +16,7 @@ use crate::settings::EngineSettings;
 use crate::spool::Spool;
 use crate::stats::{FailureCounts, LatencyRecorder};
 use crate::step::Steps;
+use crate::table::TableStaging;
 
 /// The engine's state, behind an `Arc` that its calls and background loops hold.
 pub(crate) struct Shared {
@@ -35,7 +36,13 @@ pub(crate) struct Shared {
     /// Logs written before the switch, read through and deleted with the rest (set once,
     /// by [`crate::Engine::set_legacy`]).
     pub(crate) legacy: Arc<OnceLock<LegacySources>>,
+    /// Rows left by database staging that are being moved into the spool: read with the
+    /// spool until the move is done (see [`crate::Engine::read_table_too`]).
+    pub(crate) draining: Draining,
 }
+
+/// The table whose rows reads merge while they are moved into the spool.
+pub(crate) type Draining = Arc<Mutex<Option<Arc<dyn TableStaging>>>>;
 
 /// The counters behind [`crate::EngineStats`] (see there for each).
 #[derive(Default)]

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use logservice::{LogError, StepId};
 
+use std::path::Path;
+
 use archive::ObjectStore;
 
 use super::{Inner, TableStaging};
@@ -17,6 +19,8 @@ use crate::format;
 use crate::read::{Staged, read_through, splice, too_large};
 use crate::settings::EngineSettings;
 use crate::shared::storage;
+use crate::spool::{list_segments, read_segment_file};
+use crate::threads::blocking;
 
 impl Inner {
     pub(super) async fn find(self: &Arc<Self>, id: StepId) -> Result<Vec<u8>, LogError> {
@@ -26,7 +30,22 @@ impl Inner {
         // With the database down, a step this process knows has nothing staged (archived
         // and nothing since) is still served from its object.
         let mut rows_unreadable = None;
-        let (staged, staged_bytes) = match read_rows(&*self.table, id, max).await {
+        // A spool left by spool staging and not yet moved into the table: read before the
+        // rows (the move commits rows before it removes the files) and winning per line
+        // (written first).
+        let spool_left = self
+            .spool_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (spooled, spooled_bytes) = match spool_left {
+            Some(dir) => blocking(move || read_spool(&dir, id))
+                .await
+                .map_err(|e| storage(format!("cannot read the spooled log of step {id}: {e}")))?,
+            None => (Staged::default(), 0),
+        };
+        let read = read_rows_after(&*self.table, id, max, spooled, spooled_bytes).await;
+        let (staged, staged_bytes) = match read {
             Ok(rows) => rows,
             Err(RowsError::Table(e)) if e.is_unavailable() && self.steps.nothing_staged(id) => {
                 tracing::warn!(step = %id, error = %e,
@@ -95,6 +114,17 @@ impl Inner {
     }
 }
 
+/// The records a spool directory holds for the step, and their bytes.
+fn read_spool(dir: &Path, id: StepId) -> std::io::Result<(Staged, u64)> {
+    let mut staged = Staged::default();
+    let mut bytes = 0;
+    for path in list_segments(dir, id)? {
+        bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
+        staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
+    }
+    Ok((staged, bytes))
+}
+
 /// Why the rows could not be read.
 enum RowsError {
     Table(super::TableError),
@@ -120,8 +150,18 @@ async fn read_rows(
     id: StepId,
     max: u64,
 ) -> Result<(Staged, u64), RowsError> {
-    let mut staged = Staged::default();
-    let mut staged_bytes = 0u64;
+    read_rows_after(table, id, max, Staged::default(), 0).await
+}
+
+/// [`read_rows`] into `staged`, which holds `staged_bytes` of the answer already (and wins
+/// per line).
+async fn read_rows_after(
+    table: &dyn TableStaging,
+    id: StepId,
+    max: u64,
+    mut staged: Staged,
+    mut staged_bytes: u64,
+) -> Result<(Staged, u64), RowsError> {
     let mut rows = table.read(id);
     while let Some(entry) = rows.next().await {
         let entry = entry.map_err(RowsError::Table)?;
@@ -132,6 +172,17 @@ async fn read_rows(
         }
     }
     Ok((staged, staged_bytes))
+}
+
+/// A step's rows as staged records, for a spool engine reading rows being moved into it.
+pub(crate) async fn rows_as_staged(
+    table: &dyn TableStaging,
+    id: StepId,
+    max: u64,
+) -> Result<(Staged, u64), LogError> {
+    read_rows(table, id, max)
+        .await
+        .map_err(|e| e.into_log_error(table, id))
 }
 
 /// Reads a step's log with database staging, as the JSON array LogFind answers, without

@@ -40,9 +40,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 pub use find::read_table_step_log;
+pub(crate) use find::rows_as_staged;
 pub use lines::LineRanges;
 pub use since::{SINCE_MARKER_NAME, read_since_marker, since_marker_key};
-pub use switch::{Moved, drain_table, import_spool};
+pub use switch::{Moved, drain_table, import_spool, spool_holds_lines};
 
 use crate::backoff::Backoff;
 use crate::budget::ReadBudget;
@@ -141,6 +142,9 @@ struct Inner {
     /// database store's history (read through, archived by `migrate`, never swept).
     since: tokio::sync::OnceCell<i64>,
     legacy: OnceLock<LegacySources>,
+    /// A spool left by spool staging whose lines are being moved into the table: reads
+    /// merge it until the move is done ([`TableEngine::read_spool_too`]).
+    spool_left: Mutex<Option<PathBuf>>,
     counters: TableCounters,
 }
 
@@ -196,6 +200,7 @@ impl TableEngine {
             scratch,
             since: tokio::sync::OnceCell::new(),
             legacy: OnceLock::new(),
+            spool_left: Mutex::new(None),
             counters: TableCounters::default(),
         });
         let scheduler = tokio::spawn(inner.clone().scheduler_loop(passes, stop_rx));
@@ -215,6 +220,17 @@ impl TableEngine {
     /// The settings it runs with.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// While the lines a spool holds are moved into the table (see [`import_spool`]),
+    /// reads merge the step's spool segments in the spool configured at `dir` too (`Some`);
+    /// `None` when the move is done.
+    pub fn read_spool_too(&self, dir: Option<PathBuf>) {
+        *self
+            .inner
+            .spool_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = dir;
     }
 
     /// Counters since the start.

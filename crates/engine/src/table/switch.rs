@@ -34,6 +34,12 @@ pub struct Moved {
     pub entries: u64,
 }
 
+/// Whether the spool configured at `spool_dir` holds any step's lines (creates nothing).
+pub fn spool_holds_lines(spool_dir: &Path) -> bool {
+    std::fs::read_dir(locate(spool_dir).join(crate::spool::STEPS))
+        .is_ok_and(|mut files| files.next().is_some())
+}
+
 /// Moves what the spool configured at `spool_dir` holds into `table` (see the module's
 /// text). Does nothing (and creates nothing) when there is no spool there. Takes the
 /// spool's lock, so a spool another addon still uses is refused.
