@@ -343,6 +343,9 @@ func (r *freshRoot) localState() []string {
 func (r *freshRoot) checkNoLocalState(t testing.TB, which string) {
 	t.Helper()
 	if found := r.localState(); len(found) > 0 {
+		if len(found) > 12 {
+			found = append(found[:12:12], fmt.Sprintf("… %d more", len(found)-12))
+		}
 		t.Errorf("%s root %s: the addon created %v (database staging keeps no local state, no spool directory)", which, r.dir, found)
 	}
 }
