@@ -187,7 +187,7 @@ func TestDatabaseStagingSigkill(t *testing.T) {
 }
 
 // TestDatabaseStagingDatabaseRestart stops a private PostgreSQL server (immediate mode: every
-// session cut) for 8 s while six steps stream, then starts it again. While it is down every
+// session cut) for 15 s while six steps stream, then starts it again. While it is down every
 // LogAppend returns an error, promptly; a LogFind either fails or returns every acknowledged
 // line (never a silently partial log). After it is back, appends succeed again, and every
 // acknowledged line is readable, archived, and its rows deleted.
@@ -248,7 +248,9 @@ func TestDatabaseStagingDatabaseRestart(t *testing.T) {
 		}()
 	}
 	finds.Wait()
-	time.Sleep(time.Until(down.Add(8 * time.Second)))
+	// 15 s: a failing append waits up to 5 s for a connection, so that every stream has
+	// appends that begin and end while the database is down.
+	time.Sleep(time.Until(down.Add(15 * time.Second)))
 	restarting := time.Now()
 	if err := pg.start(); err != nil {
 		t.Fatal(err)
