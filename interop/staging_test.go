@@ -578,3 +578,64 @@ func TestStagingSwitchModes(t *testing.T) {
 	}
 	findAll(a3, phase, 1, 2, 3, 4, 5, 6)
 }
+
+// TestStagingSwitchLogDeleteDuringMove deletes a step's log right after a mode switch, while
+// the addon is still moving the other staging's lines (40 steps of 2000 lines, the deleted
+// one last in id order): once the move is done the deleted log must stay deleted, in both
+// directions (invariant 6: a log deleted for a leaked secret never resurfaces).
+func TestStagingSwitchLogDeleteDuringMove(t *testing.T) {
+	skipForReference(t)
+	t.Parallel()
+	for _, dir := range []struct{ from, to string }{{"spool", "database"}, {"database", "spool"}} {
+		t.Run(dir.from+"-to-"+dir.to, func(t *testing.T) {
+			base := t.TempDir()
+			db := newSQLiteDB(t, base)
+			av := localArchive{dir: filepath.Join(base, "archive")}
+			root := newFreshRoot(t)
+			env := append(append(db.env(), av.env()...), "WOODPECKER_LOG_STORE_S3_SPOOL_DIR="+filepath.Join(base, "spool"),
+				"WOODPECKER_LOG_STORE_S3_FINALIZE_DELAY=1m", "WOODPECKER_LOG_STORE_S3_IDLE_TIMEOUT=1m")
+			a1 := startInRoot(t, root, append(env, "WOODPECKER_LOG_STORE_S3_STAGING="+dir.from)...)
+			streams := make([]*stream, 40)
+			for i := range streams {
+				streams[i] = &stream{step: newStep()}
+				for range 4 {
+					if err := streams[i].send(a1, 500); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			a1.Client.Kill()
+			victim := streams[len(streams)-1]
+			a2 := startInRoot(t, root, append(env, "WOODPECKER_LOG_STORE_S3_STAGING="+dir.to)...)
+			if err := a2.svc.LogDelete(victim.step); err != nil {
+				t.Fatalf("LogDelete right after the switch: %v", err)
+			}
+			deleted := time.Now()
+			// The move is done when the staging left holds nothing of the other steps.
+			moved := waitFor(60*time.Second, func() bool {
+				for _, s := range streams[:len(streams)-1] {
+					if dir.from == "spool" && len(spoolSegments(base, s.step)) > 0 ||
+						dir.from == "database" && db.countRows(t, s.step) > 0 {
+						return false
+					}
+				}
+				return true
+			})
+			if !moved {
+				t.Fatalf("the lines of %s staging not moved 60 s after the switch", dir.from)
+			}
+			t.Logf("move done %v after the LogDelete", time.Since(deleted).Round(time.Millisecond))
+			got, err := a2.svc.LogFind(victim.step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) > 0 {
+				t.Errorf("the log deleted right after the switch is back once the move is done: %d lines %s (rows in log_entries: %d, spool segments: %d)",
+					len(got), lineRanges(got), db.countRows(t, victim.step), len(spoolSegments(base, victim.step)))
+			}
+			for _, s := range streams[:3] {
+				assertFind(t, a2, s.step, s.acked)
+			}
+		})
+	}
+}
