@@ -46,7 +46,7 @@ pub struct Engine {
     /// Logs from before the switch; shared with the engine's state once the spool is open.
     legacy: Arc<OnceLock<LegacySources>>,
     /// Rows of database staging being moved into the spool; shared with the engine's state.
-    draining: crate::shared::Draining,
+    pub(crate) draining: crate::shared::Draining,
 }
 
 /// Why the engine could not start.
@@ -196,7 +196,7 @@ impl Engine {
     /// [`crate::table::drain_table`]), reads merge a step's rows too (`Some`); `None` when
     /// the move is done.
     pub fn read_table_too(&self, table: Option<Arc<dyn crate::table::TableStaging>>) {
-        *self.draining.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        self.draining.set(table);
     }
 
     /// The settings the engine runs with.
@@ -325,6 +325,12 @@ impl Shared {
 
     /// LogDelete: the archived object, the staged segments and the step's state.
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
+        // Rows of database staging being moved in: not while this step's are, or they
+        // would come back after the delete (the legacy source deletes the rows).
+        let _moving = match self.draining.table() {
+            Some(_) => Some(self.draining.moving.lock().await),
+            None => None,
+        };
         let key = format::object_key(&self.settings.key_prefix, id);
         let slot = self.steps.get(id);
         // No archive run of this step can start or finish while we hold its lock, so none

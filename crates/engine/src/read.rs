@@ -150,12 +150,7 @@ impl Shared {
         // Rows being moved into the spool: read before the spool, as a move appends to the
         // spool before it deletes the rows, so a line missing from the rows read here is in
         // the spool read next. The rows were written first, so they win per line.
-        let draining = self
-            .draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let rows = match draining {
+        let rows = match self.draining.table() {
             Some(table) => {
                 Some(crate::table::rows_as_staged(&*table, id, self.settings.max_log_size).await?)
             }

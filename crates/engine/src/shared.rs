@@ -41,8 +41,28 @@ pub(crate) struct Shared {
     pub(crate) draining: Draining,
 }
 
-/// The table whose rows reads merge while they are moved into the spool.
-pub(crate) type Draining = Arc<Mutex<Option<Arc<dyn TableStaging>>>>;
+/// Rows of database staging being moved into the spool, shared by the engine's handle and
+/// its state.
+pub(crate) type Draining = Arc<DrainingRows>;
+
+/// The table whose rows reads merge while they are moved into the spool, and the lock a
+/// step's move and a LogDelete take, so that a deleted step's rows are not moved back in.
+#[derive(Default)]
+pub(crate) struct DrainingRows {
+    table: Mutex<Option<Arc<dyn TableStaging>>>,
+    pub(crate) moving: tokio::sync::Mutex<()>,
+}
+
+impl DrainingRows {
+    /// The table, while rows are being moved.
+    pub(crate) fn table(&self) -> Option<Arc<dyn TableStaging>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, table: Option<Arc<dyn TableStaging>>) {
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
+}
 
 /// The counters behind [`crate::EngineStats`] (see there for each).
 #[derive(Default)]

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::legacy::LegacySources;
-use engine::table::{
-    TableEngine, TableStaging, drain_table, import_spool, read_since_marker, spool_holds_lines,
-};
+use engine::table::{TableEngine, TableStaging, drain_table, read_since_marker, spool_holds_lines};
 use engine::{Clock, Engine};
 use logservice::{LogService, Step};
 use woodpecker_db::staging::LogEntriesStaging;
@@ -66,7 +64,6 @@ pub(crate) async fn serve_database(config: Config, store: Store) -> ! {
         engine.read_spool_too(Some(config.engine.spool_dir.clone()));
         tokio::spawn(import_spool_until_done(
             config.engine.spool_dir.clone(),
-            table,
             engine.clone(),
         ));
     }
@@ -119,14 +116,10 @@ fn scratch_dir() -> Result<tempfile::TempDir, String> {
 /// Moves the lines a spool left (the addon ran with spool staging before) into the table,
 /// retrying until it succeeds; steps whose StepFinished had come are archived after the
 /// finalize delay.
-async fn import_spool_until_done(
-    spool_dir: PathBuf,
-    table: Arc<LogEntriesStaging>,
-    engine: Arc<TableEngine>,
-) {
+async fn import_spool_until_done(spool_dir: PathBuf, engine: Arc<TableEngine>) {
     let mut wait = MOVE_RETRY_FIRST;
     loop {
-        match import_spool(&spool_dir, &*table).await {
+        match engine.import_spool(&spool_dir).await {
             Ok(moved) => {
                 if !moved.steps.is_empty() {
                     tracing::info!(steps = moved.steps.len(), entries = moved.entries,

@@ -145,6 +145,9 @@ struct Inner {
     /// A spool left by spool staging whose lines are being moved into the table: reads
     /// merge it until the move is done ([`TableEngine::read_spool_too`]).
     spool_left: Mutex<Option<PathBuf>>,
+    /// Held by a step's move from the spool and by LogDelete while one is under way, so
+    /// that a deleted step's lines are not moved back in.
+    moving: tokio::sync::Mutex<()>,
     counters: TableCounters,
 }
 
@@ -201,6 +204,7 @@ impl TableEngine {
             since: tokio::sync::OnceCell::new(),
             legacy: OnceLock::new(),
             spool_left: Mutex::new(None),
+            moving: tokio::sync::Mutex::new(()),
             counters: TableCounters::default(),
         });
         let scheduler = tokio::spawn(inner.clone().scheduler_loop(passes, stop_rx));
@@ -220,6 +224,13 @@ impl TableEngine {
     /// The settings it runs with.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Moves the lines the spool configured at `dir` holds into the table (see
+    /// [`import_spool`]), one step at a time under the lock LogDelete takes while reads
+    /// merge the spool ([`TableEngine::read_spool_too`]).
+    pub async fn import_spool(&self, dir: &std::path::Path) -> Result<Moved, std::io::Error> {
+        switch::import_spool_with(dir, &*self.inner.table, Some(&self.inner.moving)).await
     }
 
     /// While the lines a spool holds are moved into the table (see [`import_spool`]),
@@ -312,6 +323,28 @@ impl Inner {
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
         let lock = self.steps.run_lock(id);
         let _exclusive = lock.lock().await;
+        let spool_left = self
+            .spool_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _moving = match &spool_left {
+            Some(_) => Some(self.moving.lock().await),
+            None => None,
+        };
+        if let Some(dir) = spool_left {
+            crate::threads::blocking(move || {
+                for path in crate::spool::list_segments(&dir, id)? {
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| storage(format!("cannot delete the spooled log of step {id}: {e}")))?;
+        }
         let key = crate::format::object_key(&self.settings.key_prefix, id);
         self.store.delete(&key).await.map_err(|e| {
             storage(format!(
