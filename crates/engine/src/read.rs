@@ -298,22 +298,14 @@ pub async fn read_step_log_with_legacy(
     id: StepId,
 ) -> Result<Vec<u8>, LogError> {
     let spool = settings.spool_dir.clone();
-    let staged = blocking(move || {
-        let mut staged = Staged::default();
-        for path in list_segments(&spool, id)? {
-            staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
-        }
-        Ok::<_, io::Error>(staged)
-    })
-    .await
-    .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+    let (staged, _) = blocking(move || read_spool_dir(&spool, id))
+        .await
+        .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
     let key = format::object_key(&settings.key_prefix, id);
-    let object = store.get(&key).await.map_err(|e| {
-        storage(format!(
-            "cannot read the archived log of step {id} ({key} in {}): {e}",
-            store.describe()
-        ))
-    })?;
+    let object = store
+        .get(&key)
+        .await
+        .map_err(|e| archive_unreadable(store, id, &key, e))?;
     if object.is_none()
         && staged.is_empty()
         && let Some(legacy) = legacy
@@ -325,6 +317,31 @@ pub async fn read_step_log_with_legacy(
 }
 
 /// A step the addon has never stored: its log as Woodpecker's own store kept it.
+/// The records the spool configured at `dir` holds for the step, read beside whatever
+/// uses it (no lock), and the bytes of its segments.
+pub(crate) fn read_spool_dir(dir: &std::path::Path, id: StepId) -> io::Result<(Staged, u64)> {
+    let mut staged = Staged::default();
+    let mut bytes = 0;
+    for path in list_segments(dir, id)? {
+        bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
+        staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
+    }
+    Ok((staged, bytes))
+}
+
+/// The error of an archive that cannot be read.
+pub(crate) fn archive_unreadable(
+    store: &dyn ObjectStore,
+    id: StepId,
+    key: &str,
+    e: archive::StoreError,
+) -> LogError {
+    storage(format!(
+        "cannot read the archived log of step {id} ({key} in {}): {e}",
+        store.describe()
+    ))
+}
+
 pub(crate) async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, LogError> {
     let entries = legacy
         .find(id)

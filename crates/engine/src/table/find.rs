@@ -9,17 +9,14 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use logservice::{LogError, StepId};
 
-use std::path::Path;
-
 use archive::ObjectStore;
 
 use super::{Inner, TableStaging};
 use crate::budget::ReadCost;
 use crate::format;
-use crate::read::{Staged, read_through, splice, too_large};
+use crate::read::{Staged, archive_unreadable, read_spool_dir, read_through, splice, too_large};
 use crate::settings::EngineSettings;
 use crate::shared::storage;
-use crate::spool::{list_segments, read_segment_file};
 use crate::threads::blocking;
 
 impl Inner {
@@ -39,7 +36,7 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let (spooled, spooled_bytes) = match spool_left {
-            Some(dir) => blocking(move || read_spool(&dir, id))
+            Some(dir) => blocking(move || read_spool_dir(&dir, id))
                 .await
                 .map_err(|e| storage(format!("cannot read the spooled log of step {id}: {e}")))?,
             None => (Staged::default(), 0),
@@ -56,12 +53,7 @@ impl Inner {
             Err(e) => return Err(e.into_log_error(&*self.table, id)),
         };
 
-        let unreachable = |e: archive::StoreError| {
-            storage(format!(
-                "cannot read the archived log of step {id} ({key} in {}): {e}",
-                self.store.describe()
-            ))
-        };
+        let unreachable = |e| archive_unreadable(&*self.store, id, &key, e);
         // The object's size and metadata first, to reserve the read's memory.
         let expected = match self.store.head(&key).await {
             Ok(info) => info,
@@ -112,17 +104,6 @@ impl Inner {
     fn serves_rows_alone(&self, id: StepId, staged: &Staged) -> bool {
         !staged.is_empty() && self.steps.whole_log_staged(id)
     }
-}
-
-/// The records a spool directory holds for the step, and their bytes.
-fn read_spool(dir: &Path, id: StepId) -> std::io::Result<(Staged, u64)> {
-    let mut staged = Staged::default();
-    let mut bytes = 0;
-    for path in list_segments(dir, id)? {
-        bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
-        staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
-    }
-    Ok((staged, bytes))
 }
 
 /// Why the rows could not be read.
@@ -199,11 +180,9 @@ pub async fn read_table_step_log(
         .await
         .map_err(|e| e.into_log_error(table, id))?;
     let key = format::object_key(&settings.key_prefix, id);
-    let object = store.get(&key).await.map_err(|e| {
-        storage(format!(
-            "cannot read the archived log of step {id} ({key} in {}): {e}",
-            store.describe()
-        ))
-    })?;
+    let object = store
+        .get(&key)
+        .await
+        .map_err(|e| archive_unreadable(store, id, &key, e))?;
     splice(store, id, &key, staged, object, u64::MAX).await
 }
