@@ -110,11 +110,11 @@ pub(crate) enum VerifyError {
 /// missing before that is believed (it was deleted, e.g. by a lifecycle rule). Read-after-write
 /// lag of replicas and caches is seconds to minutes; meanwhile the late lines wait in the
 /// spool and reads show them.
-const MISSING_PATIENCE: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MISSING_PATIENCE: Duration = Duration::from_secs(15 * 60);
 
 /// Reads and merges of one run when conditional writes find that someone else replaced the
 /// object meanwhile; then the run fails and is retried with backoff.
-const MERGE_ROUNDS: u32 = 3;
+pub(crate) const MERGE_ROUNDS: u32 = 3;
 
 /// What an archive run stored.
 struct Archived {
@@ -469,7 +469,7 @@ impl Shared {
 
 /// Checks what the store reports holding after an upload against what was built, before the
 /// spool segments are removed.
-fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), VerifyError> {
+pub(crate) fn verify(info: &ObjectInfo, size: u64, summary: &Summary) -> Result<(), VerifyError> {
     if info.size != size {
         return Err(VerifyError::Size {
             stored: info.size,

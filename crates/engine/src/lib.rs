@@ -12,7 +12,8 @@
 //! are told),
 //! `step.rs` (per-step state, its phases and the lock order), `archiver.rs` (scheduling and
 //! archive runs), `build.rs` (merging into a new object), `read.rs` and `budget.rs` (the read path and its memory budget),
-//! `legacy.rs` (logs from before the switch, read through), `spool.rs`, `spool/dir.rs`,
+//! `legacy.rs` (logs from before the switch, read through), `table/` (staging in a database
+//! table instead of the spool: `STAGING=database`), `spool.rs`, `spool/dir.rs`,
 //! `spool/reading.rs` and `pool.rs` (files on disk), `clock.rs`, `backoff.rs` and `threads.rs`
 //! (time, retries and where work runs); `interleavings.rs` holds tests.
 
@@ -34,6 +35,7 @@ mod shared;
 mod spool;
 mod stats;
 mod step;
+pub mod table;
 mod threads;
 
 pub use build::ObjectBuilder;
@@ -46,3 +48,4 @@ pub use settings::{
 };
 pub use spool::SpoolDirError;
 pub use stats::{EngineStats, Histogram, UPLOAD_LATENCY_BOUNDS};
+pub use table::{TableEngine, TableStaging};

@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use archive::{ObjectInfo, ObjectStore};
-use logservice::{LogError, StepId};
+use logservice::{LogEntry, LogError, StepId};
 
 use crate::budget::ReadCost;
 use crate::format::{self, RawRecord, RecordError};
@@ -72,6 +72,18 @@ impl Staged {
             self.text.truncate(start);
         }
         Ok(())
+    }
+
+    /// Adds an entry from elsewhere (a database row) as its canonical record; a line
+    /// already held keeps its first record. Returns the bytes added.
+    pub(crate) fn push_entry(&mut self, entry: &LogEntry) -> usize {
+        let Entry::Vacant(slot) = self.lines.entry(entry.line) else {
+            return 0;
+        };
+        let begin = self.text.len();
+        logservice::push_entry(entry, &mut self.text);
+        slot.insert((begin..self.text.len(), true));
+        self.text.len() - begin
     }
 
     fn records(&self) -> impl Iterator<Item = (i64, &[u8], bool)> {
@@ -289,7 +301,7 @@ pub async fn read_step_log_with_legacy(
 }
 
 /// A step the addon has never stored: its log as Woodpecker's own store kept it.
-async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, LogError> {
+pub(crate) async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, LogError> {
     let entries = legacy
         .find(id)
         .await
@@ -299,7 +311,7 @@ async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, Log
 
 /// The step's log as LogFind's JSON: the archived object (if any) wins over the `staged`
 /// records, which were all written after it; at most `max` bytes.
-async fn splice(
+pub(crate) async fn splice(
     store: &dyn ObjectStore,
     id: StepId,
     key: &str,
@@ -325,7 +337,7 @@ async fn splice(
 }
 
 /// The error of a log too large to answer: what the admin can do about it.
-fn too_large(id: StepId, size: u64, max: u64) -> LogError {
+pub(crate) fn too_large(id: StepId, size: u64, max: u64) -> LogError {
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     storage(format!(
         "the log of step {id} is {}{:.1} MiB, more than {}={} ({:.1} MiB) allows LogFind to \

@@ -35,6 +35,7 @@ mod reading;
 mod room;
 
 pub use dir::SpoolDirError;
+pub(crate) use dir::locate;
 pub(crate) use reading::{ReadOutcome, read_segment_file, read_segment_raw};
 
 pub(crate) struct Spool {
@@ -402,7 +403,7 @@ impl Spool {
 }
 
 /// The lock file, under the spool's root.
-const LOCK: &str = "lock";
+pub(crate) const LOCK: &str = "lock";
 /// The directory of the step files, under the spool's root.
 const STEPS: &str = "steps";
 /// The directory of build files and pooled empty files, under the spool's root.

@@ -11,7 +11,7 @@ use settings::{SettingError, Source};
 
 use woodpecker_db::DataSource;
 
-use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, ListenAddr, METRICS_ADDR};
+use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, ListenAddr, METRICS_ADDR, STAGING, Staging};
 
 /// Where finished logs rest.
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub(crate) enum Backend {
 pub(crate) struct Config {
     /// Spool, archiving and their timing.
     pub(crate) engine: EngineSettings,
+    /// Where running steps' lines are staged.
+    pub(crate) staging: Staging,
     /// Where finished logs go.
     pub(crate) backend: Backend,
     /// Woodpecker's database, when the inherited environment names one (or its default
@@ -66,10 +68,22 @@ impl Config {
                 }
             }),
         };
+        let staging = STAGING.read(source)?.unwrap_or_default();
+        let database = woodpecker_db::settings::database_from_source(source)?;
+        if staging == Staging::Database && database.is_none() {
+            return Err(SettingError::new(
+                STAGING.name,
+                "database",
+                "database staging keeps running steps' lines in Woodpecker's database, but \
+                 none is configured: set WOODPECKER_DATABASE_DRIVER and \
+                 WOODPECKER_DATABASE_DATASOURCE as the server has them",
+            ));
+        }
         Ok(Self {
             engine,
+            staging,
             backend,
-            database: woodpecker_db::settings::database_from_source(source)?,
+            database,
             legacy_file_dir: woodpecker_db::settings::legacy_file_dir(source)?,
             adopt_prefix: ADOPT_PREFIX.read(source)?.unwrap_or(false),
             metrics_addr: METRICS_ADDR.read(source)?,

@@ -5,6 +5,7 @@
 //! outage per read, a warning is logged once, and the check is retried in the background.
 //! Only a prefix that provably belongs to another Woodpecker stops the start.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ pub(crate) async fn check_at_start(
     db: &Database,
     store: &dyn ObjectStore,
     config: &Config,
+    scratch: &Path,
 ) -> Result<StartCheck, MarkerError> {
     let retry = |consequence, reason| {
         Ok(StartCheck::Retry {
@@ -88,7 +90,7 @@ pub(crate) async fn check_at_start(
             reason,
         })
     };
-    match tokio::time::timeout(START_CHECK, check_and_claim(db, store, config)).await {
+    match tokio::time::timeout(START_CHECK, check_and_claim(db, store, config, scratch)).await {
         Ok(Ok(())) => Ok(StartCheck::Done),
         Ok(Err(e @ MarkerError::OtherInstance { .. })) => Err(e),
         Ok(Err(e @ MarkerError::Database(_))) => retry(DATABASE_DOWN, e.to_string()),
@@ -107,11 +109,16 @@ pub(crate) async fn check_at_start(
 /// Retries [`check_and_claim`] with backoff until it succeeds. A prefix found to belong
 /// to another instance now can no longer stop the addon (it serves already): that is
 /// logged as an error on every attempt, with the fix.
-pub(crate) async fn retry_in_background(db: Database, store: Arc<dyn ObjectStore>, config: Config) {
+pub(crate) async fn retry_in_background(
+    db: Database,
+    store: Arc<dyn ObjectStore>,
+    config: Config,
+    scratch: PathBuf,
+) {
     let mut wait = RETRY_FIRST;
     loop {
         tokio::time::sleep(wait).await;
-        match check_and_claim(&db, &*store, &config).await {
+        match check_and_claim(&db, &*store, &config, &scratch).await {
             Ok(()) => {
                 tracing::info!(database = %db.describe(), "Woodpecker's database is reachable: read-through of logs from before the switch works");
                 return;
@@ -126,10 +133,13 @@ pub(crate) async fn retry_in_background(db: Database, store: Arc<dyn ObjectStore
     }
 }
 
+/// Checks the database and claims the prefix; `scratch` is where the marker is written
+/// before its upload.
 pub(crate) async fn check_and_claim(
     db: &Database,
     store: &dyn ObjectStore,
     config: &Config,
+    scratch: &Path,
 ) -> Result<(), MarkerError> {
     db.check().await?;
     let Some(instance) = db.instance_id().await? else {
@@ -147,7 +157,7 @@ pub(crate) async fn check_and_claim(
         db.driver().name(),
         config.adopt_prefix,
         ADOPT_PREFIX.name,
-        &config.engine.spool_dir,
+        scratch,
     )
     .await?;
     match claim {

@@ -14,6 +14,7 @@ mod migrate;
 mod prefix;
 mod progress;
 mod serve;
+mod staging;
 mod variables;
 
 use clap::{Parser, Subcommand};

@@ -20,7 +20,7 @@ pub(crate) async fn ensure_ours(
     claim: bool,
 ) -> Result<(), String> {
     if claim {
-        return check_and_claim(db, store, config)
+        return check_and_claim(db, store, config, &config.engine.spool_dir)
             .await
             .map_err(|e| e.to_string());
     }

@@ -20,6 +20,36 @@ pub(crate) const ARCHIVE_DIR: Setting<PathBuf> = Setting {
     parse: parse_absolute_path,
 };
 
+/// Where running steps' lines are staged until archived.
+pub(crate) const STAGING: Setting<Staging> = Setting {
+    name: "WOODPECKER_LOG_STORE_S3_STAGING",
+    default: Literal("spool"),
+    doc: "`spool`: a local directory that survives restarts (`SPOOL_DIR`); `database`: Woodpecker's own `log_entries` table (needs `WOODPECKER_DATABASE_*`; no local state, for servers with no persistent volume)",
+    parse: parse_staging,
+};
+
+/// Where running steps' lines are staged ([`STAGING`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Staging {
+    /// The local spool directory.
+    #[default]
+    Spool,
+    /// Woodpecker's `log_entries` table.
+    Database,
+}
+
+fn parse_staging(variable: &str, value: &str) -> Result<Staging, SettingError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "spool" => Ok(Staging::Spool),
+        "database" => Ok(Staging::Database),
+        _ => Err(SettingError::new(
+            variable,
+            value,
+            "not a staging mode (use spool or database)",
+        )),
+    }
+}
+
 /// Take over a bucket prefix whose instance marker names another Woodpecker.
 pub(crate) const ADOPT_PREFIX: Setting<bool> = Setting {
     name: "WOODPECKER_LOG_STORE_S3_ADOPT_PREFIX",

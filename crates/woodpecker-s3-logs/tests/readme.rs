@@ -14,11 +14,12 @@ mod variables;
 const HEADER: &str = "| variable | default | meaning |";
 
 /// Every declaration in the README's order: the S3 backend's (with the AWS chain), then the
-/// binary's archive directory, the engine's, the binary's log level, Woodpecker's database
+/// binary's archive directory and staging mode, the engine's, the binary's log level, Woodpecker's database
 /// (and the legacy file store), the prefix takeover and the metrics address.
 fn declared() -> Vec<SettingDoc> {
     let mut rows = S3Settings::VARIABLES.to_vec();
     rows.push(variables::ARCHIVE_DIR.documented());
+    rows.push(variables::STAGING.documented());
     rows.extend_from_slice(EngineSettings::VARIABLES);
     rows.push(variables::LOG_LEVEL.documented());
     rows.extend_from_slice(woodpecker_db::settings::VARIABLES);

@@ -11,21 +11,21 @@
 //!   holds ([`LineRanges`]), in batches; rows of other lines survive.
 
 mod insert;
-mod lines;
 mod sql;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use engine::table::{EntryStream, TableError, TableStaging};
 use futures_util::{Stream, TryStreamExt};
-use logservice::LogEntry;
+use logservice::{LogEntry, StepId};
 use tokio::sync::OnceCell;
 
 use crate::db::{Database, EntryRow, Pool, entries};
 use crate::dsn::Driver;
 use crate::error::DbError;
 use crate::sql::{MYSQL, POSTGRES, SQLITE};
-pub use lines::LineRanges;
+pub use engine::table::{LineRanges, StagedStep};
 use sql::StagingStatements;
 
 /// Rows a read fetches per statement at most.
@@ -90,20 +90,6 @@ impl StagingError {
             Self::InvalidStepId { .. } | Self::OutOfRange { .. } => false,
         }
     }
-}
-
-/// A step that has rows in `log_entries`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StagedStep {
-    /// The step.
-    pub step_id: i64,
-    /// Its rows.
-    pub rows: i64,
-    /// The largest row id (grows with every append that added rows).
-    pub max_id: i64,
-    /// The newest `created` (unix seconds the row was inserted; `time` is the agent's
-    /// offset from the step's start, useless for idleness).
-    pub last_created: i64,
 }
 
 /// How archived rows are deleted: statements of at most `batch_lines` lines, with
@@ -406,6 +392,59 @@ fn unique_on_step_and_line(rows: &[(String, String)]) -> bool {
 /// PostgreSQL and MySQL (SQLite's integers are 64-bit).
 fn fits_column(driver: Driver, value: i64) -> bool {
     driver == Driver::Sqlite || i32::try_from(value).is_ok()
+}
+
+/// Staging for [`engine::TableEngine`]: the operations above, deletes paced as
+/// [`DeletePacing::default`] says.
+#[async_trait::async_trait]
+impl TableStaging for LogEntriesStaging {
+    fn describe(&self) -> String {
+        format!(
+            "log_entries of Woodpecker's {} database ({})",
+            self.db.driver(),
+            self.db.source().masked
+        )
+    }
+
+    async fn append(&self, step: StepId, entries: &[LogEntry]) -> Result<u64, TableError> {
+        LogEntriesStaging::append(self, step.get(), entries)
+            .await
+            .map_err(table_error)
+    }
+
+    /// The entries as the host sent them: without the row's `id`, which the host never
+    /// sets (0) and the spool does not keep either, so a step reads the same whichever
+    /// staging held it, before and after archiving.
+    fn read(&self, step: StepId) -> EntryStream<'_> {
+        Box::pin(
+            LogEntriesStaging::read(self, step.get())
+                .map_ok(|entry| LogEntry { id: 0, ..entry })
+                .map_err(table_error),
+        )
+    }
+
+    async fn staged_steps(&self, after: i64, limit: usize) -> Result<Vec<StagedStep>, TableError> {
+        LogEntriesStaging::staged_steps(self, after, limit)
+            .await
+            .map_err(table_error)
+    }
+
+    async fn delete_lines(&self, step: StepId, lines: &LineRanges) -> Result<u64, TableError> {
+        self.delete_archived(step.get(), lines, DeletePacing::default())
+            .await
+            .map_err(table_error)
+    }
+
+    async fn delete_step(&self, step: StepId) -> Result<u64, TableError> {
+        LogEntriesStaging::delete_step(self, step.get())
+            .await
+            .map_err(table_error)
+    }
+}
+
+fn table_error(error: StagingError) -> TableError {
+    let unavailable = error.is_unavailable();
+    TableError::new(error, unavailable)
 }
 
 #[cfg(test)]

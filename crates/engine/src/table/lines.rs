@@ -4,7 +4,7 @@
 /// A set of line numbers kept as sorted, disjoint, non-adjacent inclusive ranges.
 ///
 /// A step's lines are nearly always `0..n`, so an archive of millions of lines is one
-/// range: this is what [`super::LogEntriesStaging::delete_archived`] deletes by.
+/// range: this is what [`super::TableStaging::delete_lines`] deletes by.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LineRanges {
     ranges: Vec<(i64, i64)>,
