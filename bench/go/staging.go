@@ -157,7 +157,7 @@ type rowsResult struct {
 	PhaseMax      map[string]int64 `json:"max_per_phase"`
 	// PhaseBeyond is MaxBeyondLive per phase.
 	PhaseBeyond map[string]int64 `json:"max_beyond_running_per_phase"`
-	Samples       []rowSample      `json:"samples"`
+	Samples     []rowSample      `json:"samples"`
 }
 
 type verifyResult struct {
