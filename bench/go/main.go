@@ -69,6 +69,7 @@ func main() {
 	schemas := flag.String("schemas", "../../crates/woodpecker-db/tests/fixtures", "-staging: directory of Woodpecker's table definitions (schema-<driver>.sql)")
 	finalize := flag.String("finalize-delay", "1s", "-staging: the addon's FINALIZE_DELAY")
 	stagingStores := flag.String("staging-stores", "woodpecker,addon", "-staging: stores to run (for experiments; the table needs both)")
+	sqliteWAL := flag.Bool("sqlite-wal", false, "-staging: switch each SQLite file to WAL mode first, for both stores (Woodpecker's default is the rollback journal)")
 	stagingArchive := flag.String("staging-archive", "local", "-staging: the addon's archive, local or s3 (needs -s3-*)")
 	flag.Parse()
 	if *extraEnv != "" {
@@ -79,7 +80,7 @@ func main() {
 
 	if *staging {
 		cfg := stagingConfig{Bin: *bin, SchemaDir: *schemas, Work: *work, FinalizeDelay: *finalize,
-			Admin: map[string]string{"postgres": *pgAdmin, "mysql": *myAdmin}, Stores: strings.Split(*stagingStores, ",")}
+			Admin: map[string]string{"postgres": *pgAdmin, "mysql": *myAdmin}, Stores: strings.Split(*stagingStores, ","), SQLiteWAL: *sqliteWAL}
 		if *extraEnv != "" {
 			cfg.AddonEnv = strings.Split(*extraEnv, ",")
 		}

@@ -81,6 +81,9 @@ type stagingConfig struct {
 	AddonEnv []string
 	// Stores: "woodpecker", "addon" or both.
 	Stores []string
+	// SQLiteWAL: put the SQLite file in WAL mode first (Woodpecker's default is the rollback
+	// journal), for both stores.
+	SQLiteWAL bool
 }
 
 // stagingRun is the JSON document of a staging benchmark run.
@@ -259,6 +262,13 @@ func stagingTargetRun(cfg stagingConfig, driver, store string, c *corpus, plan [
 	defer plain.Close()
 	if err := wpstores.ApplySchema(plain, wpstores.SchemaFile(cfg.SchemaDir, driver)); err != nil {
 		return nil, err
+	}
+	if driver == "sqlite3" && cfg.SQLiteWAL {
+		// Persistent in the file: both stores open it in WAL mode from then on.
+		var mode string
+		if err := plain.QueryRow("PRAGMA journal_mode=WAL").Scan(&mode); err != nil || mode != "wal" {
+			return nil, fmt.Errorf("switching the SQLite file to WAL: mode %q, %v", mode, err)
+		}
 	}
 
 	r := &stagingResult{Database: driver, Store: store}
