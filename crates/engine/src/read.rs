@@ -86,6 +86,17 @@ impl Staged {
         self.text.len() - begin
     }
 
+    /// Adds the lines of `other` that this does not hold.
+    pub(crate) fn absorb(&mut self, other: &Staged) {
+        for (line, record, canonical) in other.records() {
+            if let Entry::Vacant(slot) = self.lines.entry(line) {
+                let begin = self.text.len();
+                self.text.extend_from_slice(record);
+                slot.insert((begin..self.text.len(), canonical));
+            }
+        }
+    }
+
     fn records(&self) -> impl Iterator<Item = (i64, &[u8], bool)> {
         self.lines
             .iter()
@@ -136,6 +147,15 @@ impl Shared {
         id: StepId,
         ask_store: bool,
     ) -> Result<Option<Vec<u8>>, LogError> {
+        // Rows being moved into the spool: read before the spool, as a move appends to the
+        // spool before it deletes the rows, so a line missing from the rows read here is in
+        // the spool read next. The rows were written first, so they win per line.
+        let rows = match self.draining.table() {
+            Some(table) => {
+                Some(crate::table::rows_as_staged(&*table, id, self.settings.max_log_size).await?)
+            }
+            None => None,
+        };
         let inner = self.clone();
         let plan = blocking(move || inner.staged_plan(id)).await;
         let key = format::object_key(&self.settings.key_prefix, id);
@@ -177,7 +197,11 @@ impl Shared {
         // object read next.
         let maybe_archived = plan.maybe_archived;
         let inner = self.clone();
-        let staged = blocking(move || inner.read_staged(id, plan)).await?;
+        let mut staged = blocking(move || inner.read_staged(id, plan)).await?;
+        if let Some((mut rows, _)) = rows {
+            rows.absorb(&staged);
+            staged = rows;
+        }
         let object = match self.store.get(&key).await {
             Ok(object) => object,
             // The archive is unreachable, but this step was never archived: the spool holds
