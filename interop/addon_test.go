@@ -89,6 +89,12 @@ func addonEnv(t testing.TB, dir string) []string {
 		"WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR=" + filepath.Join(dir, "archive"),
 		"TMPDIR=" + tmp,
 	}
+	return append(env, interopAddonEnv()...)
+}
+
+// interopAddonEnv is the KEY=VALUE lines of INTEROP_ADDON_ENV.
+func interopAddonEnv() []string {
+	var env []string
 	for _, line := range strings.Split(os.Getenv("INTEROP_ADDON_ENV"), "\n") {
 		if line = strings.TrimSpace(line); line != "" {
 			env = append(env, line)
@@ -136,8 +142,14 @@ func startAddon(t testing.TB, extraEnv ...string) *addon {
 // addon can take over the first one's spool and archive.
 func startAddonIn(t testing.TB, dir string, extraEnv ...string) *addon {
 	t.Helper()
-	a := &addon{dir: dir, tmpDir: filepath.Join(dir, "tmp"), stderr: &lockedBuffer{}, hostLog: &lockedBuffer{}}
-	env := append(addonEnv(t, dir), extraEnv...)
+	return startAddonWith(t, dir, filepath.Join(dir, "tmp"), append(addonEnv(t, dir), extraEnv...))
+}
+
+// startAddonWith loads the addon with exactly env on top of this process's environment
+// (nothing is created for it): tmpDir is the TMPDIR that env gives it.
+func startAddonWith(t testing.TB, dir, tmpDir string, env []string) *addon {
+	t.Helper()
+	a := &addon{dir: dir, tmpDir: tmpDir, stderr: &lockedBuffer{}, hostLog: &lockedBuffer{}}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Trace, Output: a.hostLog})
 	loaded, err := woodpecker.Load(addonBin, woodpecker.Options{Env: env, Stderr: a.stderr, Logger: logger})
 	if err != nil {

@@ -36,7 +36,7 @@ rm -f "$vectors"
 step "Go interop suite (go-plugin v1.8.0 host, Woodpecker's addon client); FIGURE lines are measurements"
 (cd interop && go vet ./... && go test -v -count=1 -timeout 30m ./...)
 
-step "Woodpecker's built-in stores re-stated (bench/go), the addon read against its database store, and the paced workload through a fault proxy in front of SeaweedFS (FIGURE lines)"
+step "Woodpecker's built-in stores re-stated (bench/go), the addon read against its database store, the paced workload through a fault proxy in front of SeaweedFS, and database staging against the database store on SQLite, PostgreSQL and MariaDB (FIGURE lines)"
 (cd bench/go && go vet ./... && go test -v -count=1 -timeout 20m ./...)
 
 step "deployment files in contrib/ (parse, shape, systemd-analyze, docker-compose config when installed)"

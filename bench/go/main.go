@@ -62,6 +62,15 @@ func main() {
 	flag.StringVar(&s3.Bucket, "s3-bucket", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_BUCKET"), "S3 bucket")
 	flag.StringVar(&s3.AccessKey, "s3-access-key", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_ACCESS_KEY"), "S3 access key")
 	flag.StringVar(&s3.SecretKey, "s3-secret-key", os.Getenv("ARCHIVE_TEST_SEAWEEDFS_SECRET_KEY"), "S3 secret key")
+	staging := flag.Bool("staging", false, "run the database-staging benchmark (issue 11) instead: Woodpecker's database store vs the addon with STAGING=database, per database")
+	stagingDBs := flag.String("staging-dbs", "sqlite3,postgres,mysql", "-staging: databases (postgres and mysql need -postgres / -mysql)")
+	pgAdmin := flag.String("postgres", os.Getenv("WPDB_TEST_POSTGRES_DATASOURCE"), "-staging: PostgreSQL data source of a user who may create databases (scripts/db/start.sh)")
+	myAdmin := flag.String("mysql", os.Getenv("WPDB_TEST_MYSQL_DATASOURCE"), "-staging: MySQL/MariaDB data source of a user who may create databases (scripts/db/start.sh)")
+	schemas := flag.String("schemas", "../../crates/woodpecker-db/tests/fixtures", "-staging: directory of Woodpecker's table definitions (schema-<driver>.sql)")
+	finalize := flag.String("finalize-delay", "1s", "-staging: the addon's FINALIZE_DELAY")
+	stagingStores := flag.String("staging-stores", "woodpecker,addon", "-staging: stores to run (for experiments; the table needs both)")
+	sqliteWAL := flag.Bool("sqlite-wal", false, "-staging: switch each SQLite file to WAL mode first, for both stores (Woodpecker's default is the rollback journal)")
+	stagingArchive := flag.String("staging-archive", "local", "-staging: the addon's archive, local or s3 (needs -s3-*)")
 	flag.Parse()
 	if *extraEnv != "" {
 		addonEnv = append(addonEnv, strings.Split(*extraEnv, ",")...)
@@ -69,9 +78,73 @@ func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("logbench: ")
 
+	if *staging {
+		cfg := stagingConfig{Bin: *bin, SchemaDir: *schemas, Work: *work, FinalizeDelay: *finalize,
+			Admin: map[string]string{"postgres": *pgAdmin, "mysql": *myAdmin}, Stores: strings.Split(*stagingStores, ","), SQLiteWAL: *sqliteWAL}
+		if *extraEnv != "" {
+			cfg.AddonEnv = strings.Split(*extraEnv, ",")
+		}
+		cfg.Scale = stagingFull
+		if *quick {
+			cfg.Scale = stagingQuick
+		}
+		switch *stagingArchive {
+		case "local":
+		case "s3":
+			if s3.Endpoint == "" {
+				log.Fatal("-staging-archive s3 needs -s3-endpoint")
+			}
+			cfg.S3 = s3
+		default:
+			log.Fatalf("-staging-archive %q: want local or s3", *stagingArchive)
+		}
+		for _, d := range strings.Split(*stagingDBs, ",") {
+			if (d == "postgres" || d == "mysql") && cfg.Admin[d] == "" {
+				log.Printf("no %s data source (-%s or scripts/db/start.sh's exports): skipping %s", d, d, d)
+				continue
+			}
+			cfg.Drivers = append(cfg.Drivers, d)
+		}
+		if err := stagingMain(cfg, *corpusDir, *out); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+
 	if err := run(*bin, *corpusDir, *out, *work, *quick, *only, s3); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// stagingMain prepares what runStaging needs, runs it and prints the table.
+func stagingMain(cfg stagingConfig, corpusDir, out string) error {
+	c, err := loadCorpus(corpusDir)
+	if err != nil {
+		return err
+	}
+	files, _ := filepath.Glob(filepath.Join(corpusDir, "*.log"))
+	for i := range files {
+		files[i] = filepath.Base(files[i])
+	}
+	if cfg.Work == "" {
+		if cfg.Work, err = os.MkdirTemp("", "logbench-staging-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(cfg.Work)
+	}
+	if cfg.Bin, err = filepath.Abs(cfg.Bin); err != nil {
+		return err
+	}
+	if _, err := os.Stat(cfg.Bin); err != nil {
+		return fmt.Errorf("addon binary: %w (cargo build --release -p woodpecker-s3-logs)", err)
+	}
+	log.Printf("corpus: %d lines, %.1f MB; databases %s; finalize delay %s", len(c.lines), float64(c.bytes)/1e6, strings.Join(cfg.Drivers, ", "), cfg.FinalizeDelay)
+	run, err := runStaging(cfg, c, files, out)
+	if err != nil {
+		return err
+	}
+	fmt.Print(stagingTable(run))
+	return nil
 }
 
 // results is the JSON document bench/report.py reads.
@@ -315,7 +388,7 @@ func runStore(kind, dir, bin string, c *corpus, plan []stepPlan, sc scale, s3 s3
 		}
 		r.CPUWho = "addon process"
 	}
-	r.Stream = stream(in.t, c, plan)
+	r.Stream = stream(in.t, c, plan, nil)
 	// A failed append is a lost batch (Woodpecker only logs it): reported, not fatal, since
 	// it is a property of the store under this load (SQLite answers "database is locked").
 	if r.Stream.Errors > 0 {
@@ -557,9 +630,18 @@ func stats(ds []time.Duration) latencyStats {
 	return latencyStats{Calls: len(ds), MinMs: q(0), P50Ms: q(0.5), P99Ms: q(0.99), P999Ms: q(0.999), MaxMs: q(1)}
 }
 
+// streamHooks lets a caller follow the streaming workload: acked is called after every
+// LogAppend (err nil: acknowledged), finished before each StepFinished. Calls for one step
+// come from one goroutine, those of different steps concurrently.
+type streamHooks struct {
+	acked    func(p stepPlan, batch []agentLine, err error)
+	finished func(p stepPlan)
+}
+
 // stream runs the plan with 32 steps at a time, each sending its batches back to back as an
-// agent with a fast step does, and StepFinished at its end; it times every LogAppend.
-func stream(t target, c *corpus, plan []stepPlan) streamResult {
+// agent with a fast step does, and StepFinished at its end; it times every LogAppend. hooks
+// may be nil.
+func stream(t target, c *corpus, plan []stepPlan, hooks *streamHooks) streamResult {
 	next := make(chan stepPlan)
 	var (
 		mu       sync.Mutex
@@ -586,9 +668,15 @@ func stream(t target, c *corpus, plan []stepPlan) streamResult {
 						bad++
 						firstBad = cmp(firstBad, err)
 					}
+					if hooks != nil {
+						hooks.acked(p, b, err)
+					}
 					return nil // the server only logs a failed append; the agent goes on
 				})
 				step.State = "success"
+				if hooks != nil {
+					hooks.finished(p)
+				}
 				t.Finished(step)
 			}
 			mu.Lock()

@@ -15,6 +15,8 @@ type target interface {
 	// Find returns the number of entries and the first and last line numbers.
 	Find(step *woodpecker.Step) (n, first, last int, err error)
 	Delete(step *woodpecker.Step) error
+	// Entries returns the step's whole log as the server receives it, in its order.
+	Entries(step *woodpecker.Step) ([]agentLine, error)
 }
 
 // builtin is one of Woodpecker's stores called in-process, as the server calls them.
@@ -41,6 +43,15 @@ func (b builtin) Find(step *woodpecker.Step) (int, int, int, error) {
 		return 0, 0, 0, err
 	}
 	return len(entries), entries[0].Line, entries[len(entries)-1].Line, nil
+}
+
+func (b builtin) Entries(step *woodpecker.Step) ([]agentLine, error) {
+	entries, err := b.store.LogFind(step.ID)
+	out := make([]agentLine, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, agentLine{Line: e.Line, Time: e.Time, Data: e.Data, Type: int(e.Type)})
+	}
+	return out, err
 }
 
 func (b builtin) Delete(step *woodpecker.Step) error {
@@ -72,6 +83,15 @@ func (a addonTarget) Find(step *woodpecker.Step) (int, int, int, error) {
 		return 0, 0, 0, err
 	}
 	return len(entries), entries[0].Line, entries[len(entries)-1].Line, nil
+}
+
+func (a addonTarget) Entries(step *woodpecker.Step) ([]agentLine, error) {
+	entries, err := a.rpc.LogFind(step)
+	out := make([]agentLine, 0, len(entries))
+	for _, e := range entries {
+		out = append(out, agentLine{Line: e.Line, Time: e.Time, Data: e.Data, Type: int(e.Type)})
+	}
+	return out, err
 }
 
 func (a addonTarget) Delete(step *woodpecker.Step) error {

@@ -5,9 +5,12 @@
 //     NDJSON file per step, opened with O_APPEND for every batch, each entry marshalled
 //     with encoding/json and the batch written with one write; LogFind scans the file with a
 //     bufio.Scanner and unmarshals line by line; no ordering, no deduplication;
-//   - the database store on SQLite (server/store/datastore/log.go with the model in
-//     server/model/log.go): xorm on github.com/mattn/go-sqlite3 (cgo), the same versions
-//     Woodpecker's go.mod pins (xorm v1.4.1, go-sqlite3 v1.14.50), the log_entries table
+//   - the database store (server/store/datastore/log.go with the model in
+//     server/model/log.go): xorm with the drivers Woodpecker registers: github.com/mattn/go-sqlite3
+//     (cgo, "sqlite3"), github.com/lib/pq ("postgres") and github.com/go-sql-driver/mysql
+//     ("mysql", MySQL and MariaDB); xorm v1.4.1 and go-sqlite3 v1.14.50 as Woodpecker's
+//     go.mod pins them, lib/pq v1.12.3 and go-sql-driver/mysql v1.10.2 (the newest on the
+//     module proxy; Woodpecker v3's own pins could not be read here), the log_entries table
 //     created by xorm's Sync from the model (UNIQUE(step_id, line), INDEX(step_id)),
 //     inserts in chunks of 1000 rows, reads ORDER BY line, the server's default connection
 //     pool settings (100 open, 2 idle, 3 s lifetime).

@@ -2,8 +2,10 @@ package wpstores
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func batch(step int64, from, to int) []*LogEntry {
@@ -25,7 +27,38 @@ func stores(t *testing.T) map[string]Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return map[string]Store{"file": file, "sqlite": db}
+	out := map[string]Store{"file": file, "sqlite": db}
+	// The same store on the database servers scripts/db/start.sh starts, when it ran: a
+	// fresh database each, with Woodpecker's tables from the addon's fixtures, then xorm's
+	// Sync as Woodpecker's migration runs it (a no-op on those tables).
+	for driver, env := range map[string]string{"postgres": "WPDB_TEST_POSTGRES_DATASOURCE", "mysql": "WPDB_TEST_MYSQL_DATASOURCE"} {
+		admin := os.Getenv(env)
+		if admin == "" {
+			t.Logf("%s not set: the %s store is not tested (eval \"$(scripts/db/start.sh)\")", env, driver)
+			continue
+		}
+		fresh, err := CreateDatabase(driver, admin, "", fmt.Sprintf("wpstores_%d", time.Now().UnixNano()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { fresh.Drop() })
+		plain, err := fresh.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ApplySchema(plain, SchemaFile("../../../crates/woodpecker-db/tests/fixtures", driver))
+		plain.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := OpenDB(driver, fresh.Datasource)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		out[driver] = st
+	}
+	return out
 }
 
 // Both stores give back what was appended; the database store orders by line, the file
@@ -73,14 +106,19 @@ func TestRoundTripAndOrder(t *testing.T) {
 // failing the whole chunk, while the file store appends the copy.
 func TestDuplicateLines(t *testing.T) {
 	s := stores(t)
-	if err := s["sqlite"].LogAppend(1, batch(1, 0, 5)); err != nil {
-		t.Fatal(err)
-	}
-	if err := s["sqlite"].LogAppend(1, batch(1, 3, 8)); err == nil {
-		t.Fatal("a chunk with an already stored line was accepted")
-	}
-	if got, _ := s["sqlite"].LogFind(1); len(got) != 5 {
-		t.Fatalf("%d rows, want the first 5 only", len(got))
+	for name, db := range s {
+		if name == "file" {
+			continue
+		}
+		if err := db.LogAppend(1, batch(1, 0, 5)); err != nil {
+			t.Fatal(name, err)
+		}
+		if err := db.LogAppend(1, batch(1, 3, 8)); err == nil {
+			t.Fatalf("%s: a chunk with an already stored line was accepted", name)
+		}
+		if got, _ := db.LogFind(1); len(got) != 5 {
+			t.Fatalf("%s: %d rows, want the first 5 only", name, len(got))
+		}
 	}
 	if err := s["file"].LogAppend(1, batch(1, 0, 5)); err != nil {
 		t.Fatal(err)

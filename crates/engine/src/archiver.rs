@@ -71,6 +71,23 @@ pub(crate) enum ArchiveError {
     /// (the next run merges them again, which changes nothing).
     #[error("removing archived spool segments: {source}")]
     RemoveSealed { key: String, source: std::io::Error },
+    /// Database staging: the step's rows could not be read.
+    #[error("reading the staged rows of step {id} from {table}: {source}")]
+    ReadRows {
+        id: StepId,
+        table: String,
+        source: crate::table::TableError,
+    },
+    /// Database staging: the object is stored, but the rows it holds could not be deleted
+    /// (the next run merges them again, which changes nothing, and deletes them).
+    #[error(
+        "deleting the archived rows of step {id} from {table} (the object is stored; the rows are deleted at the next run): {source}"
+    )]
+    DeleteRows {
+        id: StepId,
+        table: String,
+        source: crate::table::TableError,
+    },
 }
 
 impl ArchiveError {
@@ -88,6 +105,7 @@ impl ArchiveError {
                 "corrupt"
             }
             ArchiveError::Build { .. } | ArchiveError::RemoveSealed { .. } => "io",
+            ArchiveError::ReadRows { .. } | ArchiveError::DeleteRows { .. } => "database",
             ArchiveError::Verify { .. } => "corrupt",
             ArchiveError::MissingPrevious { .. } => "missing_previous",
             ArchiveError::Contended { .. } => "PreconditionFailed",

@@ -45,6 +45,8 @@ pub struct Engine {
     spool_lock: Arc<Mutex<Option<File>>>,
     /// Logs from before the switch; shared with the engine's state once the spool is open.
     legacy: Arc<OnceLock<LegacySources>>,
+    /// Rows of database staging being moved into the spool; shared with the engine's state.
+    pub(crate) draining: crate::shared::Draining,
 }
 
 /// Why the engine could not start.
@@ -95,6 +97,7 @@ impl Engine {
         let (phase_tx, phase) = watch::channel(Phase::Opening);
         let spool_lock = Arc::new(Mutex::new(None));
         let legacy = Arc::new(OnceLock::new());
+        let draining = crate::shared::Draining::default();
         // On the real clock, a pass every quarter of the shorter timer (10 to 250 ms), so a
         // step is archived soon after it is due.
         let passes = clock.passes(
@@ -111,6 +114,7 @@ impl Engine {
             stop: stop_rx,
             lock: spool_lock.clone(),
             legacy: legacy.clone(),
+            draining: draining.clone(),
         };
         let tasks = vec![background.handle().spawn(opener.run())];
         Ok(Self {
@@ -119,6 +123,7 @@ impl Engine {
             root,
             phase,
             legacy,
+            draining,
             background,
             stop,
             tasks: Mutex::new(tasks),
@@ -185,6 +190,13 @@ impl Engine {
     /// it can be set once (`false` when it was set already).
     pub fn set_legacy(&self, legacy: LegacySources) -> bool {
         self.legacy.set(legacy).is_ok()
+    }
+
+    /// While the rows a run with database staging left are moved into the spool (see
+    /// [`crate::table::drain_table`]), reads merge a step's rows too (`Some`); `None` when
+    /// the move is done.
+    pub fn read_table_too(&self, table: Option<Arc<dyn crate::table::TableStaging>>) {
+        self.draining.set(table);
     }
 
     /// The settings the engine runs with.
@@ -313,6 +325,12 @@ impl Shared {
 
     /// LogDelete: the archived object, the staged segments and the step's state.
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
+        // Rows of database staging being moved in: not while this step's are, or they
+        // would come back after the delete (the legacy source deletes the rows).
+        let _moving = match self.draining.table() {
+            Some(_) => Some(self.draining.moving.lock().await),
+            None => None,
+        };
         let key = format::object_key(&self.settings.key_prefix, id);
         let slot = self.steps.get(id);
         // No archive run of this step can start or finish while we hold its lock, so none

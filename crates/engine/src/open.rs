@@ -69,6 +69,7 @@ pub(crate) struct Opener {
     pub(crate) lock: Arc<Mutex<Option<File>>>,
     /// Logs from before the switch (set by the engine's owner, possibly after the start).
     pub(crate) legacy: Arc<OnceLock<LegacySources>>,
+    pub(crate) draining: crate::shared::Draining,
 }
 
 impl Opener {
@@ -155,6 +156,7 @@ impl Opener {
             counters: Counters::default(),
             clock: self.clock.clone(),
             legacy: self.legacy.clone(),
+            draining: self.draining.clone(),
         });
         self.phase.send_replace(Phase::Open(inner.clone()));
         inner

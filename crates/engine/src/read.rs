@@ -86,6 +86,17 @@ impl Staged {
         self.text.len() - begin
     }
 
+    /// Adds the lines of `other` that this does not hold.
+    pub(crate) fn absorb(&mut self, other: &Staged) {
+        for (line, record, canonical) in other.records() {
+            if let Entry::Vacant(slot) = self.lines.entry(line) {
+                let begin = self.text.len();
+                self.text.extend_from_slice(record);
+                slot.insert((begin..self.text.len(), canonical));
+            }
+        }
+    }
+
     fn records(&self) -> impl Iterator<Item = (i64, &[u8], bool)> {
         self.lines
             .iter()
@@ -136,6 +147,15 @@ impl Shared {
         id: StepId,
         ask_store: bool,
     ) -> Result<Option<Vec<u8>>, LogError> {
+        // Rows being moved into the spool: read before the spool, as a move appends to the
+        // spool before it deletes the rows, so a line missing from the rows read here is in
+        // the spool read next. The rows were written first, so they win per line.
+        let rows = match self.draining.table() {
+            Some(table) => {
+                Some(crate::table::rows_as_staged(&*table, id, self.settings.max_log_size).await?)
+            }
+            None => None,
+        };
         let inner = self.clone();
         let plan = blocking(move || inner.staged_plan(id)).await;
         let key = format::object_key(&self.settings.key_prefix, id);
@@ -177,7 +197,11 @@ impl Shared {
         // object read next.
         let maybe_archived = plan.maybe_archived;
         let inner = self.clone();
-        let staged = blocking(move || inner.read_staged(id, plan)).await?;
+        let mut staged = blocking(move || inner.read_staged(id, plan)).await?;
+        if let Some((mut rows, _)) = rows {
+            rows.absorb(&staged);
+            staged = rows;
+        }
         let object = match self.store.get(&key).await {
             Ok(object) => object,
             // The archive is unreachable, but this step was never archived: the spool holds
@@ -274,22 +298,14 @@ pub async fn read_step_log_with_legacy(
     id: StepId,
 ) -> Result<Vec<u8>, LogError> {
     let spool = settings.spool_dir.clone();
-    let staged = blocking(move || {
-        let mut staged = Staged::default();
-        for path in list_segments(&spool, id)? {
-            staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
-        }
-        Ok::<_, io::Error>(staged)
-    })
-    .await
-    .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
+    let (staged, _) = blocking(move || read_spool_dir(&spool, id))
+        .await
+        .map_err(|e| storage(format!("cannot read the staged log of step {id}: {e}")))?;
     let key = format::object_key(&settings.key_prefix, id);
-    let object = store.get(&key).await.map_err(|e| {
-        storage(format!(
-            "cannot read the archived log of step {id} ({key} in {}): {e}",
-            store.describe()
-        ))
-    })?;
+    let object = store
+        .get(&key)
+        .await
+        .map_err(|e| archive_unreadable(store, id, &key, e))?;
     if object.is_none()
         && staged.is_empty()
         && let Some(legacy) = legacy
@@ -301,6 +317,31 @@ pub async fn read_step_log_with_legacy(
 }
 
 /// A step the addon has never stored: its log as Woodpecker's own store kept it.
+/// The records the spool configured at `dir` holds for the step, read beside whatever
+/// uses it (no lock), and the bytes of its segments.
+pub(crate) fn read_spool_dir(dir: &std::path::Path, id: StepId) -> io::Result<(Staged, u64)> {
+    let mut staged = Staged::default();
+    let mut bytes = 0;
+    for path in list_segments(dir, id)? {
+        bytes += std::fs::metadata(&path).map_or(0, |meta| meta.len());
+        staged.read_segment(|visit| read_segment_file(&path, None, visit))?;
+    }
+    Ok((staged, bytes))
+}
+
+/// The error of an archive that cannot be read.
+pub(crate) fn archive_unreadable(
+    store: &dyn ObjectStore,
+    id: StepId,
+    key: &str,
+    e: archive::StoreError,
+) -> LogError {
+    storage(format!(
+        "cannot read the archived log of step {id} ({key} in {}): {e}",
+        store.describe()
+    ))
+}
+
 pub(crate) async fn read_through(legacy: &LegacySources, id: StepId) -> Result<Vec<u8>, LogError> {
     let entries = legacy
         .find(id)

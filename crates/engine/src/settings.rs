@@ -186,6 +186,21 @@ impl EngineSettings {
             Some(dir) => dir,
             None => default_spool_dir(source, Path::new(WOODPECKER_DATA)),
         };
+        Self::with_spool_dir(source, spool_dir)
+    }
+
+    /// [`EngineSettings::from_source`] for database staging, which uses no spool: the spool
+    /// directory is only where a spool left by spool staging would be (to move its lines),
+    /// found without creating anything or warning about it.
+    pub fn from_source_without_spool(source: &impl Source) -> Result<Self, SettingError> {
+        let spool_dir = match SPOOL_DIR.read(source)? {
+            Some(dir) => dir,
+            None => default_spool_location(source, Path::new(WOODPECKER_DATA)),
+        };
+        Self::with_spool_dir(source, spool_dir)
+    }
+
+    fn with_spool_dir(source: &impl Source, spool_dir: PathBuf) -> Result<Self, SettingError> {
         let mut settings = Self::new(spool_dir);
         if let Some(sync) = SPOOL_SYNC.read(source)? {
             settings.sync = sync;
@@ -253,6 +268,33 @@ fn parse_idle_timeout(variable: &str, value: &str) -> Result<Duration, SettingEr
     Ok(timeout)
 }
 
+/// Where [`default_spool_dir`] put the spool, if it did: the preferred directory unless
+/// only the fallback exists. Creates nothing.
+fn default_spool_location(source: &impl Source, woodpecker_data: &Path) -> PathBuf {
+    let preferred = woodpecker_data.join("s3-logs-spool");
+    let fallback = fallback_spool_dir(source);
+    if !preferred.is_dir() && fallback.is_dir() {
+        fallback
+    } else {
+        preferred
+    }
+}
+
+/// The per-user state directory the spool falls back to.
+fn fallback_spool_dir(source: &impl Source) -> PathBuf {
+    let state = source
+        .get("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            source
+                .get("HOME")
+                .map(|home| Path::new(&home).join(".local/state"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("woodpecker-s3-logs-state"));
+    state.join("woodpecker-s3-logs").join("spool")
+}
+
 /// Next to Woodpecker's data when that directory is writable (the server's persistent
 /// volume); otherwise a per-user state directory, with a warning, because in a container
 /// that directory usually disappears with the container and running steps' lines with it.
@@ -268,17 +310,7 @@ fn default_spool_dir(source: &impl Source, woodpecker_data: &Path) -> PathBuf {
     {
         return preferred;
     }
-    let state = source
-        .get("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| {
-            source
-                .get("HOME")
-                .map(|home| Path::new(&home).join(".local/state"))
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("woodpecker-s3-logs-state"));
-    let dir = state.join("woodpecker-s3-logs").join("spool");
+    let dir = fallback_spool_dir(source);
     tracing::warn!(
         spool_dir = %dir.display(),
         "{} is not writable; spooling running steps' lines to {} instead. Set {} to a \

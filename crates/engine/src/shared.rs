@@ -2,7 +2,7 @@
 //! steps' state, upload slots, counters, the schedule's clock and the retry backoff.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use archive::ObjectStore;
 use logservice::LogError;
@@ -16,6 +16,7 @@ use crate::settings::EngineSettings;
 use crate::spool::Spool;
 use crate::stats::{FailureCounts, LatencyRecorder};
 use crate::step::Steps;
+use crate::table::TableStaging;
 
 /// The engine's state, behind an `Arc` that its calls and background loops hold.
 pub(crate) struct Shared {
@@ -35,6 +36,32 @@ pub(crate) struct Shared {
     /// Logs written before the switch, read through and deleted with the rest (set once,
     /// by [`crate::Engine::set_legacy`]).
     pub(crate) legacy: Arc<OnceLock<LegacySources>>,
+    /// Rows left by database staging that are being moved into the spool: read with the
+    /// spool until the move is done (see [`crate::Engine::read_table_too`]).
+    pub(crate) draining: Draining,
+}
+
+/// Rows of database staging being moved into the spool, shared by the engine's handle and
+/// its state.
+pub(crate) type Draining = Arc<DrainingRows>;
+
+/// The table whose rows reads merge while they are moved into the spool, and the lock a
+/// step's move and a LogDelete take, so that a deleted step's rows are not moved back in.
+#[derive(Default)]
+pub(crate) struct DrainingRows {
+    table: Mutex<Option<Arc<dyn TableStaging>>>,
+    pub(crate) moving: tokio::sync::Mutex<()>,
+}
+
+impl DrainingRows {
+    /// The table, while rows are being moved.
+    pub(crate) fn table(&self) -> Option<Arc<dyn TableStaging>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, table: Option<Arc<dyn TableStaging>>) {
+        *self.table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+    }
 }
 
 /// The counters behind [`crate::EngineStats`] (see there for each).

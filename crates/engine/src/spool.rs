@@ -405,7 +405,7 @@ impl Spool {
 /// The lock file, under the spool's root.
 pub(crate) const LOCK: &str = "lock";
 /// The directory of the step files, under the spool's root.
-const STEPS: &str = "steps";
+pub(crate) const STEPS: &str = "steps";
 /// The directory of build files and pooled empty files, under the spool's root.
 const TMP: &str = "tmp";
 

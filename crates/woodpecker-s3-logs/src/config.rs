@@ -50,7 +50,11 @@ impl Config {
 
     /// [`Config::from_source`], with Woodpecker's data volume at `woodpecker_data`.
     fn read(source: &impl Source, woodpecker_data: &Path) -> Result<Self, SettingError> {
-        let engine = EngineSettings::from_source(source)?;
+        let staging = STAGING.read(source)?.unwrap_or_default();
+        let engine = match staging {
+            Staging::Spool => EngineSettings::from_source(source)?,
+            Staging::Database => EngineSettings::from_source_without_spool(source)?,
+        };
         let backend = match S3Settings::from_source(source)? {
             Some(s3) => Backend::S3(Box::new(s3)),
             None => Backend::LocalDir(match ARCHIVE_DIR.read(source)? {
@@ -68,7 +72,6 @@ impl Config {
                 }
             }),
         };
-        let staging = STAGING.read(source)?.unwrap_or_default();
         let database = woodpecker_db::settings::database_from_source(source)?;
         if staging == Staging::Database && database.is_none() {
             return Err(SettingError::new(

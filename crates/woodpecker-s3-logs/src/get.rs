@@ -7,20 +7,31 @@ use settings::ProcessEnv;
 
 use crate::config::Config;
 use crate::legacy::Legacy;
+use crate::variables::Staging;
+use woodpecker_db::staging::LogEntriesStaging;
 
 pub(crate) async fn run(step_id: i64, json: bool) -> Result<(), String> {
     let id = StepId::new(step_id).map_err(|e| e.to_string())?;
     let config = Config::from_source(&ProcessEnv).map_err(|e| e.to_string())?;
     let store = config.open_store().await?;
-    let legacy = Legacy::open(&config).sources();
+    let legacy = Legacy::open(&config);
     // Reads beside a running addon: no spool lock, no recovery, nothing changed.
-    let log = engine::read_step_log_with_legacy(
-        &config.engine,
-        &*store.object_store(),
-        Some(&legacy),
-        id,
-    )
-    .await
+    let log = match (config.staging, &legacy.database) {
+        (Staging::Database, Some(db)) => {
+            let table = LogEntriesStaging::new(db.clone());
+            engine::table::read_table_step_log(&config.engine, &*store.object_store(), &table, id)
+                .await
+        }
+        _ => {
+            engine::read_step_log_with_legacy(
+                &config.engine,
+                &*store.object_store(),
+                Some(&legacy.sources()),
+                id,
+            )
+            .await
+        }
+    }
     .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     let written = if json {

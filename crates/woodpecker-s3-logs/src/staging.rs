@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use engine::legacy::LegacySources;
-use engine::table::{TableEngine, TableStaging, drain_table, import_spool, read_since_marker};
+use engine::table::{TableEngine, TableStaging, drain_table, read_since_marker, spool_holds_lines};
 use engine::{Clock, Engine};
 use logservice::{LogService, Step};
 use woodpecker_db::staging::LogEntriesStaging;
@@ -59,11 +59,14 @@ pub(crate) async fn serve_database(config: Config, store: Store) -> ! {
     }
     claim_prefix_at_start(db, &store, &config, scratch.path().to_owned()).await;
     spawn_store_check(&store, &tokio::runtime::Handle::current());
-    tokio::spawn(import_spool_until_done(
-        config.engine.spool_dir.clone(),
-        table,
-        engine.clone(),
-    ));
+    if spool_holds_lines(&config.engine.spool_dir) {
+        // Reads merge the spool's lines until they are in the table.
+        engine.read_spool_too(Some(config.engine.spool_dir.clone()));
+        tokio::spawn(import_spool_until_done(
+            config.engine.spool_dir.clone(),
+            engine.clone(),
+        ));
+    }
 
     let socket_fallback_dir = scratch.path().to_owned();
     let (code, sigterm) = serve_host(engine.clone(), socket_fallback_dir).await;
@@ -113,20 +116,17 @@ fn scratch_dir() -> Result<tempfile::TempDir, String> {
 /// Moves the lines a spool left (the addon ran with spool staging before) into the table,
 /// retrying until it succeeds; steps whose StepFinished had come are archived after the
 /// finalize delay.
-async fn import_spool_until_done(
-    spool_dir: PathBuf,
-    table: Arc<LogEntriesStaging>,
-    engine: Arc<TableEngine>,
-) {
+async fn import_spool_until_done(spool_dir: PathBuf, engine: Arc<TableEngine>) {
     let mut wait = MOVE_RETRY_FIRST;
     loop {
-        match import_spool(&spool_dir, &*table).await {
+        match engine.import_spool(&spool_dir).await {
             Ok(moved) => {
                 if !moved.steps.is_empty() {
                     tracing::info!(steps = moved.steps.len(), entries = moved.entries,
                         spool = %spool_dir.display(),
                         "moved the lines the spool held into the database (staging switched from spool to database)");
                 }
+                engine.read_spool_too(None);
                 for (id, finished) in moved.steps {
                     if finished {
                         let step = Step {
@@ -155,20 +155,27 @@ pub(crate) fn drain_database_staging(engine: &Arc<Engine>, store: &Store, config
     };
     let (engine, store) = (engine.clone(), store.object_store());
     let key_prefix = config.engine.key_prefix.clone();
+    let table = Arc::new(LogEntriesStaging::new(Database::connect_lazy(source)));
+    // Until the marker says whether database staging left rows, reads merge them: a step
+    // switched with lines in flight reads complete from the first call on.
+    engine.read_table_too(Some(table.clone()));
     tokio::spawn(async move {
-        let table = LogEntriesStaging::new(Database::connect_lazy(source));
         let mut wait = MOVE_RETRY_FIRST;
         loop {
             if engine.ready().await.is_err() {
                 return;
             }
             let drained = match read_since_marker(&*store, &key_prefix).await {
-                Ok(None) => return,
-                Ok(Some(since)) => drain_table(&table, since, &engine).await,
+                Ok(None) => {
+                    engine.read_table_too(None);
+                    return;
+                }
+                Ok(Some(since)) => drain_table(&*table, since, &engine).await,
                 Err(e) => Err(e),
             };
             match drained {
                 Ok(moved) => {
+                    engine.read_table_too(None);
                     if !moved.steps.is_empty() {
                         tracing::info!(
                             steps = moved.steps.len(),

@@ -39,9 +39,11 @@ use logservice::{LogEntry, LogError, LogService, Step, StepId};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+pub use find::read_table_step_log;
+pub(crate) use find::rows_as_staged;
 pub use lines::LineRanges;
 pub use since::{SINCE_MARKER_NAME, read_since_marker, since_marker_key};
-pub use switch::{Moved, drain_table, import_spool};
+pub use switch::{Moved, drain_table, import_spool, spool_holds_lines};
 
 use crate::backoff::Backoff;
 use crate::budget::ReadBudget;
@@ -143,6 +145,12 @@ struct Inner {
     /// that rows it acknowledged before the store first answered count as staging's.
     started: i64,
     legacy: OnceLock<LegacySources>,
+    /// A spool left by spool staging whose lines are being moved into the table: reads
+    /// merge it until the move is done ([`TableEngine::read_spool_too`]).
+    spool_left: Mutex<Option<PathBuf>>,
+    /// Held by a step's move from the spool and by LogDelete while one is under way, so
+    /// that a deleted step's lines are not moved back in.
+    moving: tokio::sync::Mutex<()>,
     counters: TableCounters,
 }
 
@@ -201,6 +209,8 @@ impl TableEngine {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64),
             legacy: OnceLock::new(),
+            spool_left: Mutex::new(None),
+            moving: tokio::sync::Mutex::new(()),
             counters: TableCounters::default(),
         });
         let scheduler = tokio::spawn(inner.clone().scheduler_loop(passes, stop_rx));
@@ -220,6 +230,24 @@ impl TableEngine {
     /// The settings it runs with.
     pub fn settings(&self) -> &EngineSettings {
         &self.inner.settings
+    }
+
+    /// Moves the lines the spool configured at `dir` holds into the table (see
+    /// [`import_spool`]), one step at a time under the lock LogDelete takes while reads
+    /// merge the spool ([`TableEngine::read_spool_too`]).
+    pub async fn import_spool(&self, dir: &std::path::Path) -> Result<Moved, std::io::Error> {
+        switch::import_spool_with(dir, &*self.inner.table, Some(&self.inner.moving)).await
+    }
+
+    /// While the lines a spool holds are moved into the table (see [`import_spool`]),
+    /// reads merge the step's spool segments in the spool configured at `dir` too (`Some`);
+    /// `None` when the move is done.
+    pub fn read_spool_too(&self, dir: Option<PathBuf>) {
+        *self
+            .inner
+            .spool_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = dir;
     }
 
     /// Counters since the start.
@@ -301,6 +329,28 @@ impl Inner {
     async fn delete(self: &Arc<Self>, id: StepId) -> Result<(), LogError> {
         let lock = self.steps.run_lock(id);
         let _exclusive = lock.lock().await;
+        let spool_left = self
+            .spool_left
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let _moving = match &spool_left {
+            Some(_) => Some(self.moving.lock().await),
+            None => None,
+        };
+        if let Some(dir) = spool_left {
+            crate::threads::blocking(move || {
+                for path in crate::spool::list_segments(&dir, id)? {
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| storage(format!("cannot delete the spooled log of step {id}: {e}")))?;
+        }
         let key = crate::format::object_key(&self.settings.key_prefix, id);
         self.store.delete(&key).await.map_err(|e| {
             storage(format!(

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::{Inner, LineRanges};
 use crate::ObjectBuilder;
-use crate::archiver::{MERGE_ROUNDS, MISSING_PATIENCE, verify};
+use crate::archiver::{ArchiveError, MERGE_ROUNDS, MISSING_PATIENCE, verify};
 use crate::clock::Passes;
 use crate::format::{self, Summary};
 use crate::threads::{at_idle_priority, blocking};
@@ -24,57 +24,6 @@ use crate::threads::{at_idle_priority, blocking};
 const SWEEP_PAGE: usize = 500;
 /// Entries handed to the build at a time.
 const BUILD_BATCH: usize = 1000;
-
-/// Why an archive run failed; the texts reach the logs as they are.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum RunError {
-    #[error("reading the previous archive {key} from {store}: {source}")]
-    ReadPrevious {
-        key: String,
-        store: String,
-        source: StoreError,
-    },
-    #[error(
-        "the archive {key} in {store} reads as missing although this process stored it (a replica or cache lagging behind?); retrying before replacing it with the late lines alone"
-    )]
-    MissingPrevious { key: String, store: String },
-    #[error("reading the staged rows of step {id} from {table}: {source}")]
-    ReadRows {
-        id: StepId,
-        table: String,
-        source: super::TableError,
-    },
-    #[error("building the archive {key}: {source}")]
-    Build { key: String, source: std::io::Error },
-    #[error("uploading {key} to {store}: {source}")]
-    Upload {
-        key: String,
-        store: String,
-        source: StoreError,
-    },
-    #[error("verifying {key} in {store}: {source}")]
-    Verify {
-        key: String,
-        store: String,
-        source: crate::archiver::VerifyError,
-    },
-    #[error(
-        "{key} in {store} was replaced by another writer {rounds} times while merging into it; retrying later"
-    )]
-    Contended {
-        key: String,
-        store: String,
-        rounds: u32,
-    },
-    #[error(
-        "deleting the archived rows of step {id} from {table} (the object is stored; the rows are deleted at the next run): {source}"
-    )]
-    DeleteRows {
-        id: StepId,
-        table: String,
-        source: super::TableError,
-    },
-}
 
 /// What a run stored.
 struct Stored {
@@ -102,6 +51,7 @@ impl Inner {
     ) {
         let mut jobs = JoinSet::new();
         let mut next_sweep = self.clock.now();
+        let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let pass = tokio::select! {
                 pass = passes.next() => pass,
@@ -109,11 +59,21 @@ impl Inner {
             };
             while jobs.try_join_next().is_some() {}
             let now = self.clock.now();
-            if now >= next_sweep {
+            if now >= next_sweep && sweeping.as_ref().is_none_or(|sweep| sweep.is_finished()) {
                 next_sweep = now + self.sweep_period();
-                if let Err(error) = self.sweep().await {
-                    tracing::warn!(table = %self.table.describe(), %error,
-                        "cannot list the steps staged in the database; retrying at the next sweep");
+                let inner = self.clone();
+                let sweep = tokio::spawn(async move {
+                    if let Err(error) = inner.sweep().await {
+                        tracing::warn!(table = %inner.table.describe(), %error,
+                            "cannot list the steps staged in the database; retrying at the next sweep");
+                    }
+                });
+                // A manual clock's pass includes the sweep; on the real clock a slow
+                // database or archive must not hold up the runs that are due.
+                if pass.is_some() {
+                    let _ = sweep.await;
+                } else {
+                    sweeping = Some(sweep);
                 }
             }
             self.schedule(&mut jobs);
@@ -134,6 +94,9 @@ impl Inner {
             );
         }
         jobs.abort_all();
+        if let Some(sweep) = sweeping {
+            sweep.abort();
+        }
     }
 
     /// How often the table is listed for steps this process does not know of.
@@ -228,7 +191,7 @@ impl Inner {
     }
 
     /// One run; `None` when the step has no rows.
-    async fn archive(self: &Arc<Self>, id: StepId) -> Result<Option<Stored>, RunError> {
+    async fn archive(self: &Arc<Self>, id: StepId) -> Result<Option<Stored>, ArchiveError> {
         let key = format::object_key(&self.settings.key_prefix, id);
         let conditional = match self.store.conditional_writes().await {
             Ok(answer) => answer == ConditionalWrites::Honoured,
@@ -237,13 +200,13 @@ impl Inner {
         let mut round = 1;
         let (built, info) = loop {
             match self.merge_round(id, &key, conditional).await {
-                Err(RunError::Upload { source, .. })
+                Err(ArchiveError::Upload { source, .. })
                     if source.is_precondition_failed() && round < MERGE_ROUNDS =>
                 {
                     round += 1;
                 }
-                Err(RunError::Upload { source, .. }) if source.is_precondition_failed() => {
-                    return Err(RunError::Contended {
+                Err(ArchiveError::Upload { source, .. }) if source.is_precondition_failed() => {
+                    return Err(ArchiveError::Contended {
                         key,
                         store: self.store.describe(),
                         rounds: round,
@@ -261,7 +224,7 @@ impl Inner {
             lines,
         } = built;
         blocking(move || drop(file)).await;
-        verify(&info, size, &summary).map_err(|source| RunError::Verify {
+        verify(&info, size, &summary).map_err(|source| ArchiveError::Verify {
             key: key.clone(),
             store: self.store.describe(),
             source,
@@ -274,7 +237,7 @@ impl Inner {
             .table
             .delete_lines(id, &lines)
             .await
-            .map_err(|source| RunError::DeleteRows {
+            .map_err(|source| ArchiveError::DeleteRows {
                 id,
                 table: self.table.describe(),
                 source,
@@ -290,8 +253,8 @@ impl Inner {
         }))
     }
 
-    fn upload_error(&self, key: &str, source: StoreError) -> RunError {
-        RunError::Upload {
+    fn upload_error(&self, key: &str, source: StoreError) -> ArchiveError {
+        ArchiveError::Upload {
             key: key.to_owned(),
             store: self.store.describe(),
             source,
@@ -305,12 +268,12 @@ impl Inner {
         id: StepId,
         key: &str,
         conditional: bool,
-    ) -> Result<Option<(Built, archive::ObjectInfo)>, RunError> {
+    ) -> Result<Option<(Built, archive::ObjectInfo)>, ArchiveError> {
         let previous = self
             .store
             .get(key)
             .await
-            .map_err(|source| RunError::ReadPrevious {
+            .map_err(|source| ArchiveError::ReadPrevious {
                 key: key.to_owned(),
                 store: self.store.describe(),
                 source,
@@ -335,7 +298,7 @@ impl Inner {
                     })
                     .unwrap_or(true);
                 if !believed {
-                    return Err(RunError::MissingPrevious {
+                    return Err(ArchiveError::MissingPrevious {
                         key: key.to_owned(),
                         store: self.store.describe(),
                     });
@@ -365,7 +328,7 @@ impl Inner {
         id: StepId,
         key: &str,
         previous: Option<Vec<u8>>,
-    ) -> Result<Option<Built>, RunError> {
+    ) -> Result<Option<Built>, ArchiveError> {
         let (tx, mut rx) = mpsc::channel::<Vec<LogEntry>>(2);
         let scratch = self.scratch.clone();
         let level = self.settings.compression_level;
@@ -381,7 +344,7 @@ impl Inner {
             let mut rows = self.table.read(id);
             let mut batch = Vec::with_capacity(BUILD_BATCH);
             while let Some(entry) = rows.next().await {
-                batch.push(entry.map_err(|source| RunError::ReadRows {
+                batch.push(entry.map_err(|source| ArchiveError::ReadRows {
                     id,
                     table: self.table.describe(),
                     source,
@@ -403,12 +366,12 @@ impl Inner {
                 let _ = tx.send(batch).await;
             }
             drop(tx);
-            Ok::<(), RunError>(())
+            Ok::<(), ArchiveError>(())
         };
         let (fed, built) = tokio::join!(feed, builder);
         // Rows that could not be read leave the build short: that error comes first.
         fed?;
-        built.map_err(|source| RunError::Build {
+        built.map_err(|source| ArchiveError::Build {
             key: key.to_owned(),
             source,
         })

@@ -10,10 +10,12 @@
 //! Forgetting a step is safe: its rows are in the table, where the sweep finds them.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use logservice::StepId;
+use lru::LruCache;
 
 /// One step's state.
 pub(super) struct StepState {
@@ -67,13 +69,42 @@ impl StepState {
     }
 }
 
+/// Steps archived cleanly (nothing staged since) that this process still remembers after
+/// forgetting their state: enough for a day of a busy server, ~40 bytes each.
+const ARCHIVED_MEMORY: usize = 100_000;
+
 /// Every step this process knows of.
-#[derive(Default)]
 pub(super) struct StepBook {
     steps: Mutex<HashMap<StepId, StepState>>,
+    /// Steps this process archived and forgot, most recent last: their late lines are
+    /// merged with the patience an archived step gets, and reads need no rows while the
+    /// database is down.
+    archived: Mutex<LruCache<StepId, ()>>,
+}
+
+impl Default for StepBook {
+    fn default() -> Self {
+        Self {
+            steps: Mutex::default(),
+            archived: Mutex::new(LruCache::new(
+                NonZeroUsize::new(ARCHIVED_MEMORY).expect("not zero"),
+            )),
+        }
+    }
 }
 
 impl StepBook {
+    fn archived(&self) -> MutexGuard<'_, LruCache<StepId, ()>> {
+        self.archived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh state for a step this process does not hold, remembering whether it archived it.
+    fn revive(&self, id: StepId, now: Instant) -> StepState {
+        let mut state = StepState::new(now);
+        state.archived_here = self.archived().pop(&id).is_some();
+        state
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<StepId, StepState>> {
         self.steps.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -81,7 +112,7 @@ impl StepBook {
     /// An append of the step was committed.
     pub(super) fn appended(&self, id: StepId, now: Instant, first_line: bool) {
         let mut steps = self.lock();
-        let state = steps.entry(id).or_insert_with(|| StepState::new(now));
+        let state = steps.entry(id).or_insert_with(|| self.revive(id, now));
         state.last_append = now;
         state.pending = true;
         if first_line && !state.archived_here {
@@ -92,7 +123,7 @@ impl StepBook {
     /// StepFinished came for the step.
     pub(super) fn finished(&self, id: StepId, now: Instant) {
         let mut steps = self.lock();
-        let state = steps.entry(id).or_insert_with(|| StepState::new(now));
+        let state = steps.entry(id).or_insert_with(|| self.revive(id, now));
         state.finished = Some(now);
         state.pending = true;
     }
@@ -101,7 +132,7 @@ impl StepBook {
     /// knows keeps its state.
     pub(super) fn found(&self, id: StepId, now: Instant, age: Duration) {
         self.lock().entry(id).or_insert_with(|| {
-            let mut state = StepState::new(now.checked_sub(age).unwrap_or(now));
+            let mut state = self.revive(id, now.checked_sub(age).unwrap_or(now));
             state.pending = true;
             state
         });
@@ -148,6 +179,17 @@ impl StepBook {
             .unwrap_or(false)
     }
 
+    /// Whether this process archived the step and nothing was staged since (nor is a run
+    /// under way): its rows, if the database cannot be read, are known to be none.
+    pub(super) fn nothing_staged(&self, id: StepId) -> bool {
+        match self.with(id, |state| {
+            state.archived_here && !state.pending && !state.running
+        }) {
+            Some(known) => known,
+            None => self.archived().contains(&id),
+        }
+    }
+
     /// A run ended: forgotten after a success with nothing new, else pending again (after
     /// `retry` when it failed).
     pub(super) fn run_ended(
@@ -171,7 +213,11 @@ impl StepBook {
                 state.failures = 0;
                 state.retry_at = None;
                 if !state.pending {
+                    let archived_here = state.archived_here;
                     steps.remove(&id);
+                    if archived_here {
+                        self.archived().put(id, ());
+                    }
                 }
             }
         }
@@ -189,6 +235,7 @@ impl StepBook {
     /// LogDelete: forget the step.
     pub(super) fn forget(&self, id: StepId) {
         self.lock().remove(&id);
+        self.archived().pop(&id);
     }
 
     /// Steps with lines not yet archived, or a run under way.
@@ -264,6 +311,27 @@ mod tests {
             book.with(id(1), |_| ()).is_none(),
             "forgotten after a clean run"
         );
+        assert!(!book.nothing_staged(id(1)), "this run stored no object");
+    }
+
+    #[test]
+    fn an_archived_step_is_remembered_after_it_is_forgotten() {
+        let book = StepBook::default();
+        let t0 = Instant::now();
+        book.appended(id(1), t0, true);
+        book.finished(id(1), t0);
+        assert_eq!(book.take_due(t0 + FINALIZE, FINALIZE, IDLE), vec![id(1)]);
+        book.object_stored(id(1));
+        book.run_ended(id(1), t0 + FINALIZE, None);
+        assert!(book.with(id(1), |_| ()).is_none());
+        assert!(book.nothing_staged(id(1)));
+        // Late lines: known as archived again (patience with a missing object), and rows.
+        book.appended(id(1), t0 + IDLE, false);
+        assert_eq!(book.with(id(1), |state| state.archived_here), Some(true));
+        assert!(!book.nothing_staged(id(1)));
+        assert!(!book.whole_log_staged(id(1)));
+        book.forget(id(1));
+        assert!(!book.nothing_staged(id(1)), "LogDelete forgets it all");
     }
 
     #[test]

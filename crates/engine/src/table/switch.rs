@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use logservice::{LogEntry, LogService, Step, StepId};
 
 use super::{LineRanges, TableStaging};
-use crate::spool::{Spool, locate, read_segment_raw};
+use crate::spool::{Spool, locate, read_segment_file};
 use crate::threads::blocking;
 
 /// Entries appended per statement (or per spool append) while moving.
@@ -34,12 +34,27 @@ pub struct Moved {
     pub entries: u64,
 }
 
+/// Whether the spool configured at `spool_dir` holds any step's lines (creates nothing).
+pub fn spool_holds_lines(spool_dir: &Path) -> bool {
+    std::fs::read_dir(locate(spool_dir).join(crate::spool::STEPS))
+        .is_ok_and(|mut files| files.next().is_some())
+}
+
 /// Moves what the spool configured at `spool_dir` holds into `table` (see the module's
 /// text). Does nothing (and creates nothing) when there is no spool there. Takes the
 /// spool's lock, so a spool another addon still uses is refused.
 pub async fn import_spool(
     spool_dir: &Path,
     table: &dyn TableStaging,
+) -> Result<Moved, std::io::Error> {
+    import_spool_with(spool_dir, table, None).await
+}
+
+/// [`import_spool`], each step's move under `moving` when given.
+pub(super) async fn import_spool_with(
+    spool_dir: &Path,
+    table: &dyn TableStaging,
+    moving: Option<&tokio::sync::Mutex<()>>,
 ) -> Result<Moved, std::io::Error> {
     let root = locate(spool_dir);
     if !root.join(crate::spool::LOCK).exists() {
@@ -55,6 +70,10 @@ pub async fn import_spool(
     let spool = Arc::new(spool);
     let mut moved = Moved::default();
     for (id, step) in found {
+        let _moving = match moving {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
         let paths: Vec<_> = step
             .segments
             .iter()
@@ -66,7 +85,9 @@ pub async fn import_spool(
             let mut batch = Vec::with_capacity(MOVE_BATCH);
             for path in &reading {
                 let mut undecodable = 0u64;
-                read_segment_raw(path, None, |_, record, _| {
+                // A file LogDelete removed before this step's move reads as empty; nothing
+                // else removes them meanwhile, so a file is never read half.
+                let _whole = read_segment_file(path, None, |_, record, _| {
                     match serde_json::from_slice::<LogEntry>(record) {
                         Ok(entry) => batch.push(entry),
                         Err(_) => undecodable += 1,
@@ -150,6 +171,8 @@ pub async fn drain_table(
                 id: id.get(),
                 ..Step::default()
             };
+            // A LogDelete of the step waits for its move (and then deletes what moved).
+            let _moving = engine.draining.moving.lock().await;
             let mut lines = LineRanges::new();
             let mut rows = table.read(id);
             let mut batch = Vec::with_capacity(MOVE_BATCH);

@@ -412,8 +412,15 @@ impl TableStaging for LogEntriesStaging {
             .map_err(table_error)
     }
 
+    /// The entries as the host sent them: without the row's `id`, which the host never
+    /// sets (0) and the spool does not keep either, so a step reads the same whichever
+    /// staging held it, before and after archiving.
     fn read(&self, step: StepId) -> EntryStream<'_> {
-        Box::pin(LogEntriesStaging::read(self, step.get()).map_err(table_error))
+        Box::pin(
+            LogEntriesStaging::read(self, step.get())
+                .map_ok(|entry| LogEntry { id: 0, ..entry })
+                .map_err(table_error),
+        )
     }
 
     async fn staged_steps(&self, after: i64, limit: usize) -> Result<Vec<StagedStep>, TableError> {
