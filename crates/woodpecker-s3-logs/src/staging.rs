@@ -91,7 +91,7 @@ pub(crate) async fn serve_database(config: Config, store: Store) -> ! {
 /// is writable): the temporary directory, else `XDG_CACHE_HOME`, else Woodpecker's data
 /// directory (the official image has no `/tmp`). Its files live for one upload each; the
 /// directory is removed at exit.
-fn scratch_dir() -> Result<tempfile::TempDir, String> {
+pub(crate) fn scratch_dir() -> Result<tempfile::TempDir, String> {
     let mut candidates = vec![std::env::temp_dir()];
     if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         candidates.push(PathBuf::from(cache));

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use archive::{ObjectStore, S3Settings, S3Store};
 use serde_json::Value;
+use woodpecker_db::Driver;
+use woodpecker_db::testing::TestDb;
 
 const BIN: &str = env!("CARGO_BIN_EXE_woodpecker-s3-logs");
 
@@ -181,8 +183,10 @@ async fn seaweedfs_full_identity_passes_and_leaves_nothing() {
     assert_eq!(report["ok"], true);
     for c in report["checks"].as_array().unwrap() {
         let expected = match c["id"].as_str().unwrap() {
-            // http endpoint, no x-amz-bucket-region from SeaweedFS, no local archive.
+            // http endpoint, no x-amz-bucket-region from SeaweedFS, no local archive;
+            // spool staging: no database checks, no scratch directory.
             "endpoint_tls" | "bucket_region" | "archive_dir" => "skip",
+            "database" | "log_entries" | "unique_lines" | "scratch_dir" => "skip",
             _ => "pass",
         };
         assert_eq!(c["status"], expected, "{}", summary(&report));
@@ -438,8 +442,12 @@ fn json_report_has_every_check_with_stable_fields() {
             "conditional_write",
             "object_delete",
             "multipart",
+            "database",
+            "log_entries",
+            "unique_lines",
             "spool_dir",
             "socket_dir",
+            "scratch_dir",
             "archive_dir",
             "round_trip",
         ]
@@ -523,4 +531,364 @@ fn a_silent_server_cannot_make_doctor_hang() {
     assert_eq!(status(&report, "round_trip"), "skip");
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     drop(silent);
+}
+
+// ---- database staging (WOODPECKER_LOG_STORE_S3_STAGING=database) ----
+//
+// On a real SQLite file always, and on the PostgreSQL and MariaDB of scripts/db/start.sh
+// when its variables are set (the other drivers print why they are skipped).
+
+/// Every file under `dir` (none when it does not exist).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
+/// Doctor with database staging on `db`, archiving to `archive` (a local directory when
+/// `None`, under `dir`).
+fn staged_doctor(dir: &Path, db: &TestDb, archive: Option<Vec<(&'static str, String)>>) -> Run {
+    doctor(dir, &staged_env(dir, db, archive), &["--json"])
+}
+
+/// The environment of [`staged_doctor`].
+fn staged_env(
+    dir: &Path,
+    db: &TestDb,
+    archive: Option<Vec<(&'static str, String)>>,
+) -> Vec<(&'static str, String)> {
+    let mut env: Vec<(&str, String)> = vec![("WOODPECKER_LOG_STORE_S3_STAGING", "database".into())];
+    let vars = db.env();
+    for key in [
+        "WOODPECKER_DATABASE_DRIVER",
+        "WOODPECKER_DATABASE_DATASOURCE",
+    ] {
+        env.push((key, vars[key].clone()));
+    }
+    match archive {
+        Some(s3) => env.extend(s3),
+        None => env.push((
+            "WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR",
+            dir.join("archive").display().to_string(),
+        )),
+    }
+    env
+}
+
+/// What a data source shows in messages: the SQLite path, or the server's address (never
+/// the password).
+fn shown_as(db: &TestDb) -> String {
+    match db.driver {
+        Driver::Sqlite => db.datasource.clone(),
+        _ => {
+            let at = db.datasource.rfind('@').unwrap();
+            let host = &db.datasource[at + 1..];
+            host.trim_start_matches("tcp(")
+                .split(['/', ')'])
+                .next()
+                .unwrap()
+                .to_owned()
+        }
+    }
+}
+
+/// The password in a test data source, which must never show.
+fn password(db: &TestDb) -> Option<String> {
+    let at = db.datasource.rfind('@')?;
+    let userinfo = db.datasource[..at].rsplit('/').next()?;
+    userinfo.split_once(':').map(|(_, p)| p.to_owned())
+}
+
+fn assert_masked(run: &Run, db: &TestDb) {
+    if let Some(password) = password(db) {
+        // The test servers' password is the user's name: look for it in place.
+        assert!(
+            !run.stdout.contains(&format!(":{password}@")),
+            "the database password shows:\n{}",
+            run.stdout
+        );
+    }
+}
+
+/// A healthy deployment with database staging: every database check passes, the round
+/// trip runs the addon in database mode on the real table and leaves no row, no spool
+/// directory, no object and no staging marker behind. Archives to SeaweedFS when
+/// scripts/s3/start.sh's variables are set (all pass), else to a local directory (which
+/// warns: it still needs a volume).
+#[tokio::test]
+async fn database_staging_healthy_deployment_passes_and_leaves_nothing() {
+    let s3 = std::env::var("ARCHIVE_TEST_SEAWEEDFS_ENDPOINT").is_ok();
+    let server = if s3 { server("SEAWEEDFS") } else { None };
+    for db in TestDb::every().await {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = unique_folder(&format!("staging-{}", db.driver));
+        let archive = server
+            .as_ref()
+            .map(|server| s3_env(server, &server.bucket, &folder, &server.admin));
+        let run = staged_doctor(dir.path(), &db, archive);
+        let report = run.report();
+        let context = format!("{}: {}", db.driver, summary(&report));
+        assert_eq!(run.code, Some(0), "{context}");
+        for id in [
+            "settings",
+            "database",
+            "log_entries",
+            "unique_lines",
+            "socket_dir",
+            "scratch_dir",
+            "round_trip",
+        ] {
+            assert_eq!(status(&report, id), "pass", "{id}: {context}");
+        }
+        let settings = check(&report, "settings")["detail"].as_str().unwrap();
+        assert!(
+            settings.contains("WOODPECKER_LOG_STORE_S3_STAGING=database"),
+            "{settings}"
+        );
+        assert!(settings.contains("→ staging: log_entries"), "{settings}");
+        let database = check(&report, "database")["detail"].as_str().unwrap();
+        assert!(database.contains(&shown_as(&db)), "{database}");
+        assert_masked(&run, &db);
+        assert_eq!(status(&report, "spool_dir"), "skip");
+        let spool = check(&report, "spool_dir")["detail"].as_str().unwrap();
+        assert!(spool.starts_with("not used"), "{spool}");
+        assert!(
+            !dir.path().join("spool").exists(),
+            "doctor created a spool directory with database staging"
+        );
+        let round_trip = check(&report, "round_trip")["detail"].as_str().unwrap();
+        assert!(round_trip.contains("rows of log_entries"), "{round_trip}");
+        assert!(
+            round_trip.contains("LogDelete removed them"),
+            "{round_trip}"
+        );
+        assert_eq!(
+            db.query_i64("SELECT COUNT(*) FROM log_entries").await,
+            0,
+            "the probe step's rows are deleted"
+        );
+        match &server {
+            Some(server) => {
+                assert_eq!(status(&report, "archive_dir"), "skip", "{context}");
+                assert_eq!(left_behind(server, &folder).await, Vec::<String>::new());
+            }
+            None => {
+                assert_eq!(status(&report, "archive_dir"), "warn", "{context}");
+                assert_eq!(
+                    files_under(&dir.path().join("archive")),
+                    Vec::<std::path::PathBuf>::new(),
+                    "no object and no staging marker left"
+                );
+            }
+        }
+    }
+}
+
+/// Without `log_entries` (not Woodpecker's database, or one the server never started on),
+/// the check fails naming the table and the database, and what needs the table is skipped.
+#[tokio::test]
+async fn database_staging_without_log_entries_fails_naming_the_table_and_the_database() {
+    for db in TestDb::every().await {
+        db.execute("DROP TABLE log_entries").await;
+        let dir = tempfile::tempdir().unwrap();
+        let run = staged_doctor(dir.path(), &db, None);
+        let report = run.report();
+        let context = format!("{}: {}", db.driver, summary(&report));
+        assert_eq!(run.code, Some(1), "{context}");
+        assert_eq!(status(&report, "database"), "pass", "it answers: {context}");
+        assert_eq!(status(&report, "log_entries"), "fail", "{context}");
+        let detail = check(&report, "log_entries")["detail"].as_str().unwrap();
+        assert!(detail.contains("log_entries"), "{detail}");
+        assert!(detail.contains(&shown_as(&db)), "{detail}");
+        assert!(
+            detail.contains("WOODPECKER_DATABASE_DATASOURCE"),
+            "{detail}"
+        );
+        assert!(
+            fix(&report, "log_entries").contains("WOODPECKER_DATABASE_DATASOURCE"),
+            "{}",
+            fix(&report, "log_entries")
+        );
+        assert_masked(&run, &db);
+        for id in ["unique_lines", "round_trip"] {
+            assert_eq!(status(&report, id), "skip", "{id}: {context}");
+        }
+        assert!(!dir.path().join("spool").exists());
+    }
+}
+
+/// A schema from before Woodpecker v3.15 (no unique index on `(step_id, line)`): a
+/// warning that names the slower path and the upgrade, and the round trip still passes
+/// on that path.
+#[tokio::test]
+async fn database_staging_without_the_unique_index_warns_and_still_works() {
+    for db in TestDb::every().await {
+        db.execute(match db.driver {
+            Driver::MySql => "DROP INDEX UQE_log_entries_s ON log_entries",
+            _ => "DROP INDEX \"UQE_log_entries_s\"",
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let run = staged_doctor(dir.path(), &db, None);
+        let report = run.report();
+        let context = format!("{}: {}", db.driver, summary(&report));
+        assert_eq!(run.code, Some(0), "a warning, not a failure: {context}");
+        assert_eq!(status(&report, "unique_lines"), "warn", "{context}");
+        let detail = check(&report, "unique_lines")["detail"].as_str().unwrap();
+        assert!(detail.contains("slower"), "{detail}");
+        assert!(
+            fix(&report, "unique_lines").contains("v3.15"),
+            "{}",
+            fix(&report, "unique_lines")
+        );
+        assert_eq!(status(&report, "round_trip"), "pass", "{context}");
+        assert_eq!(db.query_i64("SELECT COUNT(*) FROM log_entries").await, 0);
+    }
+}
+
+/// Database staging with no bucket: the local archive directory works but still needs a
+/// persistent volume, which the check says with the variable that fixes it.
+#[tokio::test]
+async fn database_staging_with_a_local_archive_warns_that_it_needs_a_volume() {
+    let db = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = staged_doctor(dir.path(), &db, None);
+    let report = run.report();
+    assert_eq!(run.code, Some(0), "{}", summary(&report));
+    assert_eq!(
+        status(&report, "archive_dir"),
+        "warn",
+        "{}",
+        summary(&report)
+    );
+    let detail = check(&report, "archive_dir")["detail"].as_str().unwrap();
+    assert!(detail.contains("persistent volume"), "{detail}");
+    assert!(
+        fix(&report, "archive_dir").contains("WOODPECKER_LOG_STORE_S3_BUCKET"),
+        "{}",
+        fix(&report, "archive_dir")
+    );
+    assert_eq!(
+        status(&report, "round_trip"),
+        "pass",
+        "{}",
+        summary(&report)
+    );
+
+    // The same archive with spool staging is no warning: the spool's volume holds it.
+    let spool = doctor(
+        dir.path(),
+        &[(
+            "WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR",
+            dir.path().join("archive").display().to_string(),
+        )],
+        &["--json"],
+    );
+    assert_eq!(status(&spool.report(), "archive_dir"), "pass");
+
+    let human = doctor(dir.path(), &staged_env(dir.path(), &db, None), &[]);
+    eprintln!("{}", human.stdout);
+    assert_eq!(human.code, Some(0), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("⚠ archive directory"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        human
+            .stdout
+            .contains("staging running steps in Woodpecker's database"),
+        "{}",
+        human.stdout
+    );
+}
+
+/// `STAGING=database` with no database: the addon's start error, and the fix names both
+/// ways out.
+#[test]
+fn database_staging_without_a_database_fails_with_the_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = doctor(
+        dir.path(),
+        &[("WOODPECKER_LOG_STORE_S3_STAGING", "database".into())],
+        &["--json"],
+    );
+    let report = run.report();
+    assert_eq!(run.code, Some(1), "{}", summary(&report));
+    assert_eq!(status(&report, "settings"), "fail");
+    let detail = check(&report, "settings")["detail"].as_str().unwrap();
+    for needed in [
+        "WOODPECKER_LOG_STORE_S3_STAGING",
+        "WOODPECKER_DATABASE_DRIVER",
+        "WOODPECKER_DATABASE_DATASOURCE",
+    ] {
+        assert!(detail.contains(needed), "{needed} in {detail}");
+    }
+    let fix = fix(&report, "settings");
+    assert!(fix.contains("WOODPECKER_DATABASE_DRIVER"), "{fix}");
+    assert!(
+        fix.contains("WOODPECKER_LOG_STORE_S3_STAGING=spool"),
+        "{fix}"
+    );
+    for c in report["checks"].as_array().unwrap().iter().skip(1) {
+        assert_eq!(c["status"], "skip", "{c}");
+        assert!(c["detail"].as_str().unwrap().contains("no database"), "{c}");
+    }
+    assert!(!dir.path().join("spool").exists());
+}
+
+/// A database that does not answer (nothing listens on the port): the check fails with
+/// the data source, password masked, within the connect timeout.
+#[test]
+fn database_staging_with_an_unreachable_database_fails_masked() {
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let run = doctor(
+        dir.path(),
+        &[
+            ("WOODPECKER_LOG_STORE_S3_STAGING", "database".into()),
+            ("WOODPECKER_DATABASE_DRIVER", "postgres".into()),
+            (
+                "WOODPECKER_DATABASE_DATASOURCE",
+                format!(
+                    "postgres://woodpecker:hunter2@127.0.0.1:{port}/woodpecker?sslmode=disable&connect_timeout=2"
+                ),
+            ),
+            (
+                "WOODPECKER_LOG_STORE_S3_ARCHIVE_DIR",
+                dir.path().join("archive").display().to_string(),
+            ),
+        ],
+        &["--json"],
+    );
+    let report = run.report();
+    assert_eq!(run.code, Some(1), "{}", summary(&report));
+    assert_eq!(status(&report, "database"), "fail", "{}", summary(&report));
+    let detail = check(&report, "database")["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("127.0.0.1:{port}")), "{detail}");
+    assert!(!run.stdout.contains("hunter2"), "{}", run.stdout);
+    assert!(
+        fix(&report, "database").contains("WOODPECKER_DATABASE_DATASOURCE"),
+        "{}",
+        fix(&report, "database")
+    );
+    for id in ["log_entries", "unique_lines", "round_trip"] {
+        assert_eq!(status(&report, id), "skip", "{id}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -7,7 +7,7 @@ use engine::EngineSettings;
 use settings::SettingDoc;
 
 use crate::config::{Backend, Config};
-use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, LOG_LEVEL, METRICS_ADDR};
+use crate::variables::{ADOPT_PREFIX, ARCHIVE_DIR, LOG_LEVEL, METRICS_ADDR, STAGING, Staging};
 
 /// Every variable the addon reads itself, in the README's order (the `AWS_*` row is the AWS
 /// chain's, shown separately).
@@ -18,6 +18,7 @@ fn declared() -> Vec<SettingDoc> {
         .copied()
         .collect();
     rows.push(ARCHIVE_DIR.documented());
+    rows.push(STAGING.documented());
     rows.extend_from_slice(EngineSettings::VARIABLES);
     rows.push(LOG_LEVEL.documented());
     rows.extend_from_slice(woodpecker_db::settings::VARIABLES);
@@ -62,7 +63,12 @@ pub(super) fn describe(env: &HashMap<String, String>, config: &Config) -> String
             dir.display()
         ),
     });
-    lines.push(format!("→ spool: {}", config.engine.spool_dir.display()));
+    match (config.staging, &config.database) {
+        (Staging::Database, Some(database)) => lines.push(format!(
+            "→ staging: log_entries in Woodpecker's {database} (no spool directory)"
+        )),
+        _ => lines.push(format!("→ spool: {}", config.engine.spool_dir.display())),
+    }
     lines.join("\n")
 }
 

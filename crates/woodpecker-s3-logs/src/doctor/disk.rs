@@ -33,9 +33,15 @@ pub(super) fn spool_dir(report: &mut Report, spool: &Path) {
     }
 }
 
-/// The plugin socket's directory, chosen exactly as the addon chooses it.
-pub(super) fn socket_dir(report: &mut Report, spool: &Path) {
-    let fallback = spool.join(SOCKET_FALLBACK_SUBDIR);
+/// The plugin socket's fallback directory with spool staging.
+pub(super) fn spool_socket_fallback(spool: &Path) -> PathBuf {
+    spool.join(SOCKET_FALLBACK_SUBDIR)
+}
+
+/// The plugin socket's directory, chosen exactly as the addon chooses it (`fallback` when
+/// neither the temporary nor an XDG directory is writable).
+pub(super) fn socket_dir(report: &mut Report, fallback: &Path) {
+    let fallback = fallback.to_owned();
     let probe = ListenOptions::from_env(Some(&fallback)).and_then(|o| probe_socket_dir(&o));
     match probe {
         Ok(probe) => {
@@ -62,6 +68,38 @@ pub(super) fn socket_dir(report: &mut Report, spool: &Path) {
             "set PLUGIN_UNIX_SOCKET_DIR or TMPDIR to a writable directory (Woodpecker's server passes its own environment to the addon)",
         ),
     }
+}
+
+/// The private directory database staging builds archives in, chosen and created as the
+/// addon does (the temporary directory, else `XDG_CACHE_HOME`, else Woodpecker's data
+/// directory); returned so the socket check can use it as the addon does, removed on drop.
+pub(super) fn scratch_dir(report: &mut Report) -> Option<tempfile::TempDir> {
+    let dir = match crate::staging::scratch_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            report.fail(
+                CheckId::ScratchDir,
+                e,
+                format!(
+                    "set TMPDIR (or XDG_CACHE_HOME) to a writable directory, or make {} writable for this user (uid {}): each archive build writes its object there before the upload",
+                    engine::WOODPECKER_DATA,
+                    rustix::process::getuid().as_raw()
+                ),
+            );
+            return None;
+        }
+    };
+    // Shown as the base the addon picks: the directory itself is new at every start.
+    let base = dir.path().parent().unwrap_or(dir.path());
+    match writable(dir.path(), false) {
+        Ok(free) => space(report, CheckId::ScratchDir, base, free, "TMPDIR"),
+        Err(e) => report.fail(
+            CheckId::ScratchDir,
+            format!("{}: {e}", dir.path().display()),
+            "set TMPDIR (or XDG_CACHE_HOME) to a writable directory with room for the largest step's compressed log",
+        ),
+    }
+    Some(dir)
 }
 
 /// The local archive directory of the embedded default.

@@ -10,6 +10,7 @@
 //! `fix`).
 
 mod configuration;
+mod database;
 mod disk;
 mod report;
 mod round_trip;
@@ -19,7 +20,10 @@ use std::collections::HashMap;
 
 use archive::{LocalDirStore, ObjectStore, S3Store, StoreError};
 
+use woodpecker_db::Database;
+
 use crate::config::{Backend, Config};
+use crate::variables::{STAGING, Staging};
 use report::{CheckId, Report, Status};
 
 /// The S3 checks, skipped for the embedded default.
@@ -64,12 +68,30 @@ async fn check_all(report: &mut Report, env: &HashMap<String, String>) -> String
     let config = match Config::from_source(env) {
         Ok(config) => config,
         Err(e) => {
-            report.fail(
-                CheckId::Settings,
-                e.to_string(),
-                format!("set {} to a valid value: {}", e.variable, e.reason),
-            );
-            report.skip_rest(&CheckId::ALL, "the settings do not parse");
+            let no_database =
+                e.variable == STAGING.name && e.value.trim().eq_ignore_ascii_case("database");
+            if no_database {
+                // The addon refuses to start with this same line.
+                report.fail(
+                    CheckId::Settings,
+                    e.to_string(),
+                    format!(
+                        "set WOODPECKER_DATABASE_DRIVER and WOODPECKER_DATABASE_DATASOURCE (or _FILE) as the Woodpecker server has them (the addon inherits the server's environment: run doctor where the server runs), or set {}=spool to stage on a persistent volume",
+                        STAGING.name
+                    ),
+                );
+                report.skip_rest(
+                    &CheckId::ALL,
+                    &format!("{}=database, but no database is configured", STAGING.name),
+                );
+            } else {
+                report.fail(
+                    CheckId::Settings,
+                    e.to_string(),
+                    format!("set {} to a valid value: {}", e.variable, e.reason),
+                );
+                report.skip_rest(&CheckId::ALL, "the settings do not parse");
+            }
             return "the addon's settings".into();
         }
     };
@@ -77,8 +99,10 @@ async fn check_all(report: &mut Report, env: &HashMap<String, String>) -> String
     match &config.backend {
         Backend::S3(settings) => {
             let heading = format!(
-                "the addon's settings, archiving to s3://{}/{}",
-                settings.bucket, settings.folder
+                "the addon's settings, archiving to s3://{}/{}{}",
+                settings.bucket,
+                settings.folder,
+                staged_in(&config)
             );
             let store = match S3Store::connect((**settings).clone()).await {
                 Ok(store) => store,
@@ -92,10 +116,10 @@ async fn check_all(report: &mut Report, env: &HashMap<String, String>) -> String
             report.pass(CheckId::Settings, described);
             let usable = s3::check(report, &store).await;
             report.skip(CheckId::ArchiveDir, "archives go to the bucket");
-            local_checks(report, &config).await;
+            let db = local_checks(report, &config).await;
             let archive_works = report.status(CheckId::ObjectPut) == Some(Status::Pass);
             match usable {
-                Ok(()) => round_trip_if_spool(report, &config, &store, archive_works).await,
+                Ok(()) => round_trip_if_ready(report, &config, &store, archive_works, db).await,
                 Err(reason) => report.skip(CheckId::RoundTrip, reason),
             }
             heading
@@ -110,34 +134,114 @@ async fn check_all(report: &mut Report, env: &HashMap<String, String>) -> String
                 ),
             );
             disk::archive_dir(report, dir);
-            local_checks(report, &config).await;
+            if config.staging == Staging::Database {
+                report.warn_if_passed(
+                    CheckId::ArchiveDir,
+                    "database staging keeps no local state, but this archive directory holds every finished log: it still needs a persistent volume",
+                    format!(
+                        "set {} (with its endpoint and credentials) to archive to a bucket, or keep {} on a persistent volume",
+                        archive::variables::BUCKET.name,
+                        dir.display()
+                    ),
+                );
+            }
+            let db = local_checks(report, &config).await;
             match LocalDirStore::new(dir) {
                 Ok(store) => {
                     let archive_works = report.status(CheckId::ArchiveDir) != Some(Status::Fail);
-                    round_trip_if_spool(report, &config, &store, archive_works).await;
+                    round_trip_if_ready(report, &config, &store, archive_works, db).await;
                 }
                 Err(e) => report.skip(CheckId::RoundTrip, format!("no archive directory: {e}")),
             }
             format!(
-                "the embedded default, archiving to the local directory {}",
-                dir.display()
+                "the embedded default, archiving to the local directory {}{}",
+                dir.display(),
+                staged_in(&config)
             )
         }
     }
 }
 
-async fn local_checks(report: &mut Report, config: &Config) {
-    disk::spool_dir(report, &config.engine.spool_dir);
-    disk::socket_dir(report, &config.engine.spool_dir);
+/// `, staging in Woodpecker's database` for the heading, or nothing.
+fn staged_in(config: &Config) -> &'static str {
+    match config.staging {
+        Staging::Database => ", staging running steps in Woodpecker's database",
+        Staging::Spool => "",
+    }
 }
 
-async fn round_trip_if_spool(
+/// The staging checks and the socket directory. With database staging: the database, its
+/// `log_entries` and unique index, and the scratch directory (returns the database when
+/// usable); the spool is not used, and not created.
+async fn local_checks(report: &mut Report, config: &Config) -> Option<Database> {
+    match (config.staging, &config.database) {
+        (Staging::Database, Some(source)) => {
+            let db = database::check(report, source).await;
+            report.skip(
+                CheckId::SpoolDir,
+                format!(
+                    "not used: {}=database stages running steps' lines in log_entries",
+                    STAGING.name
+                ),
+            );
+            match disk::scratch_dir(report) {
+                Some(scratch) => disk::socket_dir(report, scratch.path()),
+                None => disk::socket_dir(report, &std::env::temp_dir()),
+            }
+            db
+        }
+        _ => {
+            let reason = format!("spool staging ({} is not database)", STAGING.name);
+            report.skip_rest(
+                &[CheckId::Database, CheckId::LogEntries, CheckId::UniqueLines],
+                &reason,
+            );
+            disk::spool_dir(report, &config.engine.spool_dir);
+            disk::socket_dir(
+                report,
+                &disk::spool_socket_fallback(&config.engine.spool_dir),
+            );
+            report.skip(
+                CheckId::ScratchDir,
+                "spool staging builds archives in the spool directory",
+            );
+            None
+        }
+    }
+}
+
+async fn round_trip_if_ready(
     report: &mut Report,
     config: &Config,
     store: &dyn ObjectStore,
     archive_works: bool,
+    db: Option<Database>,
 ) {
-    if report.status(CheckId::SpoolDir) == Some(Status::Fail) {
+    if config.staging == Staging::Database {
+        let blocker = [
+            (CheckId::Database, "the database does not answer"),
+            (CheckId::LogEntries, "the database has no log_entries table"),
+            (CheckId::UniqueLines, "log_entries cannot be used"),
+            (
+                CheckId::ScratchDir,
+                "no scratch directory for archive builds",
+            ),
+            (
+                CheckId::SocketDir,
+                "the addon has no directory for its socket",
+            ),
+        ]
+        .into_iter()
+        .find(|(id, _)| report.status(*id) == Some(Status::Fail));
+        match (blocker, db) {
+            (Some((_, reason)), _) => report.skip(CheckId::RoundTrip, reason),
+            (None, None) => report.skip(CheckId::RoundTrip, "the database cannot be used"),
+            (None, Some(db)) => {
+                round_trip::check(report, config, store, archive_works, Some(&db)).await;
+                db.close().await;
+            }
+        }
+    } else if report.status(CheckId::SpoolDir) == Some(Status::Fail) {
         report.skip(CheckId::RoundTrip, "the spool directory is not usable");
     } else if report.status(CheckId::SocketDir) == Some(Status::Fail) {
         report.skip(
@@ -145,7 +249,7 @@ async fn round_trip_if_spool(
             "the addon has no directory for its socket",
         );
     } else {
-        round_trip::check(report, config, store, archive_works).await;
+        round_trip::check(report, config, store, archive_works, None).await;
     }
 }
 

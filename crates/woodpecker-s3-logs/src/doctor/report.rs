@@ -22,15 +22,19 @@ pub(super) enum CheckId {
     ConditionalWrite,
     ObjectDelete,
     Multipart,
+    Database,
+    LogEntries,
+    UniqueLines,
     SpoolDir,
     SocketDir,
+    ScratchDir,
     ArchiveDir,
     RoundTrip,
 }
 
 impl CheckId {
     /// Every check, in order.
-    pub(super) const ALL: [CheckId; 17] = [
+    pub(super) const ALL: [CheckId; 21] = [
         CheckId::Settings,
         CheckId::Credentials,
         CheckId::EndpointDns,
@@ -44,8 +48,12 @@ impl CheckId {
         CheckId::ConditionalWrite,
         CheckId::ObjectDelete,
         CheckId::Multipart,
+        CheckId::Database,
+        CheckId::LogEntries,
+        CheckId::UniqueLines,
         CheckId::SpoolDir,
         CheckId::SocketDir,
+        CheckId::ScratchDir,
         CheckId::ArchiveDir,
         CheckId::RoundTrip,
     ];
@@ -66,8 +74,12 @@ impl CheckId {
             CheckId::ConditionalWrite => "conditional_write",
             CheckId::ObjectDelete => "object_delete",
             CheckId::Multipart => "multipart",
+            CheckId::Database => "database",
+            CheckId::LogEntries => "log_entries",
+            CheckId::UniqueLines => "unique_lines",
             CheckId::SpoolDir => "spool_dir",
             CheckId::SocketDir => "socket_dir",
+            CheckId::ScratchDir => "scratch_dir",
             CheckId::ArchiveDir => "archive_dir",
             CheckId::RoundTrip => "round_trip",
         }
@@ -89,8 +101,12 @@ impl CheckId {
             CheckId::ConditionalWrite => "conditional writes",
             CheckId::ObjectDelete => "probe DELETE",
             CheckId::Multipart => "multipart upload",
+            CheckId::Database => "database",
+            CheckId::LogEntries => "log_entries table",
+            CheckId::UniqueLines => "unique line index",
             CheckId::SpoolDir => "spool directory",
             CheckId::SocketDir => "socket directory",
+            CheckId::ScratchDir => "scratch directory",
             CheckId::ArchiveDir => "archive directory",
             CheckId::RoundTrip => "addon round trip",
         }
@@ -169,6 +185,20 @@ impl Report {
 
     pub(super) fn skip(&mut self, id: CheckId, reason: impl Into<String>) {
         self.push(id, Status::Skip, reason.into(), None);
+    }
+
+    /// Turns a passed check into a warning: `note` is added to what was seen. A check that
+    /// did not pass is left as it is (its own failure or warning says more).
+    pub(super) fn warn_if_passed(&mut self, id: CheckId, note: &str, fix: impl Into<String>) {
+        if let Some(check) = self
+            .checks
+            .iter_mut()
+            .find(|c| c.id == id.id() && c.status == Status::Pass)
+        {
+            check.status = Status::Warn;
+            check.detail = format!("{}\n{note}", check.detail);
+            check.fix = Some(fix.into());
+        }
     }
 
     /// Skips every check in `ids` not reported yet, with the same reason.

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use archive::ObjectStore;
 use engine::format::object_key;
-use engine::{FINALIZE_DELAY, SPOOL_DIR};
+use engine::table::{read_since_marker, since_marker_key};
+use engine::{FINALIZE_DELAY, IDLE_TIMEOUT, SPOOL_DIR};
 use logservice::{LogEntry, LogService, Step, StepId};
+use woodpecker_db::Database;
 
 use super::report::{CheckId, Report};
 use crate::config::{Backend, Config};
@@ -31,15 +33,27 @@ pub(super) fn probe_step_id() -> i64 {
     i64::MAX - i64::from(std::process::id())
 }
 
+/// The launched addon's idle timeout with database staging: it lists the steps staged in
+/// the real `log_entries` (those of a running addon too) and must archive none of them in
+/// the seconds it runs, only the probe step, on its StepFinished.
+const DATABASE_IDLE_TIMEOUT: &str = "10000h";
+
 /// Runs the round trip and reports it. `archive_works` says whether the earlier checks
 /// showed the archive accepting writes; when not, the lines are not awaited in the archive
-/// (the addon would keep them in its spool and retry forever).
+/// (the addon would keep them in its spool and retry forever). `db` is set with database
+/// staging: the addon is launched in that mode against the real database, the probe
+/// step's rows are staged in its `log_entries`, and are checked to be gone at the end.
 pub(super) async fn check(
     report: &mut Report,
     config: &Config,
     store: &dyn ObjectStore,
     archive_works: bool,
+    db: Option<&Database>,
 ) {
+    if let Some(db) = db {
+        check_database(report, config, store, archive_works, db).await;
+        return;
+    }
     // The running addon holds the real spool's lock, and must not see a stranger's lines:
     // the launched addon gets a spool of its own inside it (same volume, same permissions),
     // removed afterwards.
@@ -74,8 +88,12 @@ pub(super) async fn check(
     {
         overrides.push((LOG_LEVEL_VARS[0].to_owned(), "warn".to_owned()));
     }
-    let outcome = drive(&overrides, config, store, archive_works).await;
+    let outcome = drive(&overrides, config, store, archive_works, None).await;
     let _ = std::fs::remove_dir_all(&spool);
+    conclude(report, outcome);
+}
+
+fn conclude(report: &mut Report, outcome: Result<String, String>) {
     match outcome {
         Ok(detail) => report.pass(CheckId::RoundTrip, detail),
         Err(detail) => report.fail(
@@ -89,14 +107,86 @@ pub(super) async fn check(
     }
 }
 
+/// The round trip with database staging: the addon runs in that mode (inherited) with no
+/// spool at all (its spool setting points at a directory that does not exist, so it
+/// neither creates one nor imports a real spool's lines), archives the probe step at once
+/// and no other step. The staging marker it writes at its first sweep, when no addon had
+/// used database staging with this archive prefix yet, is removed again: doctor leaves the
+/// archive as it found it, and the marker's time must be that of the real switch.
+async fn check_database(
+    report: &mut Report,
+    config: &Config,
+    store: &dyn ObjectStore,
+    archive_works: bool,
+    db: &Database,
+) {
+    let no_spool = std::env::temp_dir().join(format!(
+        "woodpecker-s3-logs-doctor-{}-no-spool",
+        std::process::id()
+    ));
+    let mut overrides = vec![
+        (SPOOL_DIR.name.to_owned(), no_spool.display().to_string()),
+        (FINALIZE_DELAY.name.to_owned(), "0".to_owned()),
+        (
+            IDLE_TIMEOUT.name.to_owned(),
+            DATABASE_IDLE_TIMEOUT.to_owned(),
+        ),
+    ];
+    if let Backend::LocalDir(dir) = &config.backend {
+        overrides.push((ARCHIVE_DIR.name.to_owned(), dir.display().to_string()));
+    }
+    if LOG_LEVEL_VARS
+        .iter()
+        .all(|var| std::env::var_os(var).is_none())
+    {
+        overrides.push((LOG_LEVEL_VARS[0].to_owned(), "warn".to_owned()));
+    }
+    let prefix = &config.engine.key_prefix;
+    let marker_before = read_since_marker(store, prefix).await;
+    let mut outcome = drive(&overrides, config, store, archive_works, Some(db)).await;
+    if let Ok(None) = marker_before {
+        let key = since_marker_key(prefix);
+        match read_since_marker(store, prefix).await {
+            Ok(Some(_)) => {
+                if let Err(e) = store.delete(&key).await {
+                    let e = format!(
+                        "the database staging marker the launched addon wrote ({}) cannot be removed: {e}; delete it by hand before switching, so that its time is the switch's",
+                        location(config, &key)
+                    );
+                    outcome = Err(match outcome {
+                        Ok(done) | Err(done) => format!("{done}\n{e}"),
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                outcome = Err(match outcome {
+                    Ok(done) | Err(done) => format!("{done}\n{e}"),
+                })
+            }
+        }
+    }
+    if no_spool.exists() {
+        let _ = std::fs::remove_dir_all(&no_spool);
+        outcome = Err(match outcome {
+            Ok(done) | Err(done) => format!(
+                "{done}\nthe addon created a spool directory ({}) although staging is in the database",
+                no_spool.display()
+            ),
+        });
+    }
+    conclude(report, outcome);
+}
+
 async fn drive(
     overrides: &[(String, String)],
     config: &Config,
     store: &dyn ObjectStore,
     archive_works: bool,
+    db: Option<&Database>,
 ) -> Result<String, String> {
     let addon = launch(overrides, true).await?;
-    let outcome = exercise(&addon, config, store, archive_works).await;
+    let outcome = exercise(&addon, config, store, archive_works, db).await;
     let complaints: Vec<String> = addon
         .stderr_lines()
         .iter()
@@ -117,6 +207,7 @@ async fn exercise(
     config: &Config,
     store: &dyn ObjectStore,
     archive_works: bool,
+    db: Option<&Database>,
 ) -> Result<String, String> {
     let id = probe_step_id();
     let step = Step {
@@ -148,9 +239,36 @@ async fn exercise(
     log.log_append(&step, sent.clone())
         .await
         .map_err(|e| format!("LogAppend: {e}"))?;
+    let staging = if db.is_some() {
+        "log_entries"
+    } else {
+        "the spool"
+    };
     let checked = async {
-        same(&sent, log.log_find(&step).await, "LogFind from the spool")?;
-        done.push(format!("{LINES} lines appended and read back"));
+        same(
+            &sent,
+            log.log_find(&step).await,
+            &format!("LogFind from {staging}"),
+        )?;
+        if let Some(db) = db {
+            let rows = db
+                .log_find(id)
+                .await
+                .map_err(|e| format!("reading the probe step's rows: {e}"))?;
+            if rows.len() as i64 != LINES {
+                return Err(format!(
+                    "LogAppend was acknowledged, but {} has {} rows of step {id}, not {LINES}",
+                    db.source(),
+                    rows.len()
+                ));
+            }
+            done.push(format!(
+                "{LINES} lines appended (staged as rows of log_entries in {}) and read back",
+                db.source()
+            ));
+        } else {
+            done.push(format!("{LINES} lines appended and read back"));
+        }
         if archive_works {
             log.step_finished(&step).await;
             let size = wait_for_object(store, &key, ARCHIVE_WAIT).await?;
@@ -192,6 +310,19 @@ async fn exercise(
             location(config, &key),
             info.size
         ));
+    }
+    if let Some(db) = db {
+        let rows = db
+            .log_find(id)
+            .await
+            .map_err(|e| format!("reading the probe step's rows after LogDelete: {e}"))?;
+        if !rows.is_empty() {
+            return Err(format!(
+                "{} still has {} rows of step {id} after LogDelete",
+                db.source(),
+                rows.len()
+            ));
+        }
     }
     done.push("LogDelete removed them (nothing left)".into());
     Ok(done.join("\n"))
