@@ -102,21 +102,29 @@ impl Database {
     /// a Tokio runtime.
     pub fn connect_lazy(source: DataSource) -> Self {
         let timeout = source.connect_timeout.unwrap_or(ACQUIRE_TIMEOUT);
-        fn options<DB: sqlx::Database>(timeout: Duration) -> PoolOptions<DB> {
+        fn options<DB: sqlx::Database>(timeout: Duration, max: u32) -> PoolOptions<DB> {
             PoolOptions::new()
-                .max_connections(MAX_CONNECTIONS)
+                .max_connections(max)
                 .min_connections(0)
                 .acquire_timeout(timeout)
                 .idle_timeout(IDLE_TIMEOUT)
         }
         let pool = match &source.options {
             ConnectOptions::Sqlite(o) => {
-                Pool::Sqlite(options(timeout).connect_lazy_with(o.clone()))
+                // SQLite writes one transaction at a time, and without WAL (Woodpecker's
+                // default) a reader holds off a writer's commit. Connections of one process
+                // then wait for each other in SQLite's busy handler, which sleeps up to
+                // 100 ms between tries: with database staging's reads and paced deletes
+                // beside the appends, the append p50 went from ~35 ms to ~315 ms (BENCHMARKS.md).
+                // One connection queues them in the pool instead, in arrival order.
+                Pool::Sqlite(options(timeout, 1).connect_lazy_with(o.clone()))
             }
             ConnectOptions::Postgres(o) => {
-                Pool::Postgres(options(timeout).connect_lazy_with(o.clone()))
+                Pool::Postgres(options(timeout, MAX_CONNECTIONS).connect_lazy_with(o.clone()))
             }
-            ConnectOptions::MySql(o) => Pool::MySql(options(timeout).connect_lazy_with(o.clone())),
+            ConnectOptions::MySql(o) => {
+                Pool::MySql(options(timeout, MAX_CONNECTIONS).connect_lazy_with(o.clone()))
+            }
         };
         Self { source, pool }
     }
