@@ -21,6 +21,24 @@ import (
 	"github.com/woodpecker-s3-logs/interop/woodpecker"
 )
 
+// addonBinary is the addon binary the end-to-end tests run (WOODPECKER_S3_LOGS_BIN, default
+// the release build); the test is skipped without one.
+func addonBinary(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("WOODPECKER_S3_LOGS_BIN")
+	if bin == "" {
+		bin = "../../target/release/woodpecker-s3-logs"
+	}
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("no addon binary at %s (build it with cargo build --release): %v", bin, err)
+	}
+	return bin
+}
+
 // TestPacedWorkloadUnderS3Faults (issue 12, "faults on the wire") runs the paced 32-step
 // workload through the real addon, loaded by Woodpecker's addon client, with the counting
 // proxy between the addon and SeaweedFS breaking one request in three: 503 SlowDown, 500
@@ -37,17 +55,7 @@ import (
 // SeaweedFS that scripts/s3/start.sh starts; BENCH_FAULT_SECONDS sets the faulty phase
 // (default 40).
 func TestPacedWorkloadUnderS3Faults(t *testing.T) {
-	bin := os.Getenv("WOODPECKER_S3_LOGS_BIN")
-	if bin == "" {
-		bin = "../../target/release/woodpecker-s3-logs"
-	}
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("no addon binary at %s (build it with cargo build --release): %v", bin, err)
-	}
+	bin := addonBinary(t)
 	s3 := s3Config{
 		Endpoint:  os.Getenv("ARCHIVE_TEST_SEAWEEDFS_ENDPOINT"),
 		Bucket:    os.Getenv("ARCHIVE_TEST_SEAWEEDFS_BUCKET"),

@@ -850,77 +850,121 @@ func pacedLine(c *corpus, id int64, l int) agentLine {
 	return agentLine{Line: l, Time: int64(l / 1500), Data: c.lines[(offset+l)%len(c.lines)]}
 }
 
-// paced runs the paced workload for d with step ids after firstID and returns its figures
-// and its steps.
-func paced(t target, c *corpus, d time.Duration, firstID int64) (pacedResult, []*pacedStep) {
-	var (
-		mu     sync.Mutex
-		all    []time.Duration
-		steps  []*pacedStep
-		res    pacedResult
-		first  error
-		wg     sync.WaitGroup
-		nextID = firstID
-	)
+// lineBatch is lines [from, to) of a step, line(l) each.
+func lineBatch(line func(int) agentLine, from, to int) []agentLine {
+	batch := make([]agentLine, 0, to-from)
+	for l := from; l < to; l++ {
+		batch = append(batch, line(l))
+	}
+	return batch
+}
+
+// nextTick moves tick on by period and sleeps until then; when that time has already
+// passed (the store could not keep the pace) it returns true and restarts the pace from
+// now instead of catching up.
+func nextTick(tick *time.Time, period time.Duration) (late bool) {
+	*tick = tick.Add(period)
+	if wait := time.Until(*tick); wait > 0 {
+		time.Sleep(wait)
+		return false
+	}
+	*tick = time.Now()
+	return true
+}
+
+// pacedRun is what the workers of a paced workload share: its figures and every append's
+// latency.
+type pacedRun struct {
+	mu    sync.Mutex
+	res   pacedResult
+	first error
+	all   []time.Duration
+}
+
+// appended counts a batch of n lines whose append returned err.
+func (p *pacedRun) appended(n int, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res.Lines += int64(n)
+	if err != nil {
+		p.res.Errors++
+		p.first = cmp(p.first, err)
+	}
+}
+
+// late counts a batch after which the store could not keep the pace.
+func (p *pacedRun) late() {
+	p.mu.Lock()
+	p.res.Late++
+	p.mu.Unlock()
+}
+
+// run runs the workers for d and returns the figures. Each worker starts at its share of
+// one period (steps do not start in lockstep) and calls step until d has passed; step
+// runs one step, adding the latency of each append to mine.
+func (p *pacedRun) run(d, period time.Duration, step func(deadline time.Time, mine *[]time.Duration)) pacedResult {
+	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Workers start spread over one period, as steps do not start in lockstep.
-			time.Sleep(pacedPeriod * time.Duration(w) / workers)
+			time.Sleep(period * time.Duration(w) / workers)
 			var mine []time.Duration
 			for time.Now().Before(deadline) {
-				mu.Lock()
-				nextID++
-				ps := &pacedStep{ID: nextID}
-				steps = append(steps, ps)
-				mu.Unlock()
-				step := wpStep(ps.ID, "running")
-				tick := time.Now()
-				for from := 0; from < pacedStepLines && time.Now().Before(deadline); from += pacedBatch {
-					to := min(pacedStepLines, from+pacedBatch)
-					batch := make([]agentLine, 0, pacedBatch)
-					for l := from; l < to; l++ {
-						batch = append(batch, pacedLine(c, ps.ID, l))
-					}
-					t0 := time.Now()
-					err := t.Append(step, batch)
-					mine = append(mine, time.Since(t0))
-					mu.Lock()
-					res.Lines += int64(len(batch))
-					if err != nil {
-						res.Errors++
-						first = cmp(first, err)
-					} else {
-						ps.Acked = append(ps.Acked, [2]int{from, to})
-					}
-					tick = tick.Add(pacedPeriod)
-					if wait := time.Until(tick); wait > 0 {
-						mu.Unlock()
-						time.Sleep(wait)
-					} else {
-						res.Late++ // the store could not keep the pace: no catching up
-						tick = time.Now()
-						mu.Unlock()
-					}
-				}
-				step.State = "success"
-				t.Finished(step)
+				step(deadline, &mine)
 			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
+			p.mu.Lock()
+			p.all = append(p.all, mine...)
+			p.mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	res := p.res
 	res.Seconds = time.Since(start).Seconds()
-	res.Steps = len(steps)
 	res.LinesPerSec = float64(res.Lines) / res.Seconds
-	res.latencyStats = stats(all)
-	if first != nil {
-		res.FirstError = first.Error()
+	res.latencyStats = stats(p.all)
+	if p.first != nil {
+		res.FirstError = p.first.Error()
 	}
+	return res
+}
+
+// paced runs the paced workload for d with step ids after firstID and returns its figures
+// and its steps.
+func paced(t target, c *corpus, d time.Duration, firstID int64) (pacedResult, []*pacedStep) {
+	var (
+		p      pacedRun
+		steps  []*pacedStep
+		nextID = firstID
+	)
+	res := p.run(d, pacedPeriod, func(deadline time.Time, mine *[]time.Duration) {
+		p.mu.Lock()
+		nextID++
+		ps := &pacedStep{ID: nextID}
+		steps = append(steps, ps)
+		p.mu.Unlock()
+		step := wpStep(ps.ID, "running")
+		tick := time.Now()
+		for from := 0; from < pacedStepLines && time.Now().Before(deadline); from += pacedBatch {
+			to := min(pacedStepLines, from+pacedBatch)
+			batch := lineBatch(func(l int) agentLine { return pacedLine(c, ps.ID, l) }, from, to)
+			t0 := time.Now()
+			err := t.Append(step, batch)
+			*mine = append(*mine, time.Since(t0))
+			if err == nil {
+				// Only this worker touches its step.
+				ps.Acked = append(ps.Acked, [2]int{from, to})
+			}
+			p.appended(len(batch), err)
+			if nextTick(&tick, pacedPeriod) {
+				p.late() // the store could not keep the pace: no catching up
+			}
+		}
+		step.State = "success"
+		t.Finished(step)
+	})
+	res.Steps = len(steps)
 	return res, steps
 }

@@ -453,82 +453,41 @@ func (s *rowSampler) summarize(r *rowsResult) {
 // stagingPaced runs the paced workload for d with step ids after firstID.
 func stagingPaced(t target, c *corpus, st *runState, d time.Duration, firstID int64) pacedResult {
 	var (
-		mu     sync.Mutex
-		all    []time.Duration
-		res    pacedResult
-		first  error
-		wg     sync.WaitGroup
+		p      pacedRun
 		nextID = firstID
 	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Workers start spread over one period, as steps do not start in lockstep.
-			time.Sleep(stagingPeriod * time.Duration(w) / workers)
-			var mine []time.Duration
-			for time.Now().Before(deadline) {
-				mu.Lock()
-				nextID++
-				res.Steps++
-				ts := &trackedStep{ID: nextID}
-				mu.Unlock()
-				id := ts.ID
-				ts.line = func(l int) agentLine { return pacedLine(c, id, l) }
-				st.track(ts)
-				step := wpStep(ts.ID, "running")
-				var acked int64
-				tick := time.Now()
-				for from := 0; from < stagingStepLines && time.Now().Before(deadline); from += stagingBatch {
-					to := min(stagingStepLines, from+stagingBatch)
-					batch := make([]agentLine, 0, stagingBatch)
-					for l := from; l < to; l++ {
-						batch = append(batch, ts.line(l))
-					}
-					t0 := time.Now()
-					err := t.Append(step, batch)
-					mine = append(mine, time.Since(t0))
-					if err == nil {
-						ts.Acked = append(ts.Acked, [2]int{from, to})
-						acked += int64(len(batch))
-						st.live.Add(int64(len(batch)))
-					}
-					mu.Lock()
-					res.Lines += int64(len(batch))
-					if err != nil {
-						res.Errors++
-						first = cmp(first, err)
-					}
-					mu.Unlock()
-					tick = tick.Add(stagingPeriod)
-					if wait := time.Until(tick); wait > 0 {
-						time.Sleep(wait)
-					} else {
-						mu.Lock()
-						res.Late++
-						mu.Unlock()
-						tick = time.Now()
-					}
-				}
-				step.State = "success"
-				st.live.Add(-acked)
-				t.Finished(step)
+	return p.run(d, stagingPeriod, func(deadline time.Time, mine *[]time.Duration) {
+		p.mu.Lock()
+		nextID++
+		p.res.Steps++
+		ts := &trackedStep{ID: nextID}
+		p.mu.Unlock()
+		id := ts.ID
+		ts.line = func(l int) agentLine { return pacedLine(c, id, l) }
+		st.track(ts)
+		step := wpStep(ts.ID, "running")
+		var acked int64
+		tick := time.Now()
+		for from := 0; from < stagingStepLines && time.Now().Before(deadline); from += stagingBatch {
+			to := min(stagingStepLines, from+stagingBatch)
+			batch := lineBatch(ts.line, from, to)
+			t0 := time.Now()
+			err := t.Append(step, batch)
+			*mine = append(*mine, time.Since(t0))
+			if err == nil {
+				ts.Acked = append(ts.Acked, [2]int{from, to})
+				acked += int64(len(batch))
+				st.live.Add(int64(len(batch)))
 			}
-			mu.Lock()
-			all = append(all, mine...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	res.Seconds = time.Since(start).Seconds()
-	res.LinesPerSec = float64(res.Lines) / res.Seconds
-	res.latencyStats = stats(all)
-	if first != nil {
-		res.FirstError = first.Error()
-	}
-	return res
+			p.appended(len(batch), err)
+			if nextTick(&tick, stagingPeriod) {
+				p.late()
+			}
+		}
+		step.State = "success"
+		st.live.Add(-acked)
+		t.Finished(step)
+	})
 }
 
 // timedAppend is one LogAppend of the burst phase.
@@ -603,10 +562,7 @@ func stagingBurst(t target, c *corpus, st *runState, sc stagingScale, isAddon bo
 					return
 				default:
 				}
-				batch := make([]agentLine, 0, stagingBatch)
-				for l := from; l < from+stagingBatch; l++ {
-					batch = append(batch, ts.line(l))
-				}
+				batch := lineBatch(ts.line, from, from+stagingBatch)
 				t0 := time.Now()
 				err := t.Append(step, batch)
 				mine = append(mine, timedAppend{t0, time.Since(t0)})
@@ -620,12 +576,7 @@ func stagingBurst(t target, c *corpus, st *runState, sc stagingScale, isAddon bo
 					first = cmp(first, err)
 					mu.Unlock()
 				}
-				tick = tick.Add(stagingPeriod)
-				if wait := time.Until(tick); wait > 0 {
-					time.Sleep(wait)
-				} else {
-					tick = time.Now()
-				}
+				nextTick(&tick, stagingPeriod)
 			}
 		}()
 	}

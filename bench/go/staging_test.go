@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -18,17 +17,7 @@ import (
 //
 // Needs the addon binary (WOODPECKER_S3_LOGS_BIN, default the release build).
 func TestDatabaseStagingAgainstDatabaseStore(t *testing.T) {
-	bin := os.Getenv("WOODPECKER_S3_LOGS_BIN")
-	if bin == "" {
-		bin = "../../target/release/woodpecker-s3-logs"
-	}
-	bin, err := filepath.Abs(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("no addon binary at %s (build it with cargo build --release): %v", bin, err)
-	}
+	bin := addonBinary(t)
 	cfg := stagingConfig{
 		Bin: bin, SchemaDir: "../../crates/woodpecker-db/tests/fixtures", Work: t.TempDir(),
 		FinalizeDelay: "1s", Scale: stagingTest, Stores: []string{"woodpecker", "addon"},
