@@ -86,24 +86,23 @@ fn key(id: i64) -> String {
 async fn woodpecker_log_find(db: &TestDb, id: i64) -> Vec<u8> {
     let reference = db.woodpecker_log_find(id).await;
     let entries: Vec<LogEntry> = serde_json::from_slice(&reference).unwrap();
+    let out = json_array(entries.iter().map(|e| LogEntry { id: 0, ..e.clone() }));
+    // The re-encoding changes nothing but the ids.
+    let with_ids = json_array(entries.iter().cloned());
+    assert!(with_ids == reference, "re-encoding Woodpecker's answer");
+    out
+}
+
+/// Entries encoded as a JSON array, as LogFind answers them.
+fn json_array(entries: impl Iterator<Item = LogEntry>) -> Vec<u8> {
     let mut out = b"[".to_vec();
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in entries.enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        logservice::push_entry(&LogEntry { id: 0, ..e.clone() }, &mut out);
+        logservice::push_entry(&e, &mut out);
     }
     out.push(b']');
-    // The re-encoding changes nothing but the ids.
-    let mut with_ids = b"[".to_vec();
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            with_ids.push(b',');
-        }
-        logservice::push_entry(e, &mut with_ids);
-    }
-    with_ids.push(b']');
-    assert!(with_ids == reference, "re-encoding Woodpecker's answer");
     out
 }
 
@@ -359,6 +358,13 @@ impl Rig {
         Self::start_on(db, direct, switch.clone(), switch)
     }
 
+    /// On a local directory archive, returned with the rig to live as long as it.
+    fn local(db: &TestDb) -> (tempfile::TempDir, Self) {
+        let dir = tempfile::tempdir().unwrap();
+        let rig = Self::start(db, local_store(&dir));
+        (dir, rig)
+    }
+
     fn start_on(
         db: &TestDb,
         direct: Arc<dyn ObjectStore>,
@@ -390,6 +396,31 @@ impl Rig {
     async fn advance(&self, by: Duration) {
         self.clock.advance(by);
         self.clock.settle().await;
+    }
+
+    /// Moves time on `times` times by `by`, waiting for the runs due after each step.
+    async fn advance_times(&self, by: Duration, times: u32) {
+        for _ in 0..times {
+            self.advance(by).await;
+        }
+    }
+
+    /// Enough time for several retries of a failed run.
+    async fn retry_rounds(&self) {
+        self.advance_times(RETRY_MAX, 3).await;
+    }
+
+    /// Moves time on; the runs then due go on in a task (for a test to hold them).
+    fn advance_in_background(&self, by: Duration) -> JoinHandle<()> {
+        self.clock.advance(by);
+        let clock = self.clock.clone();
+        tokio::spawn(async move { clock.settle().await })
+    }
+
+    /// StepFinished, then the finalize delay: the step's archive run is done.
+    async fn finish(&self, id: i64) {
+        self.engine.step_finished(&step(id)).await;
+        self.advance(FINALIZE).await;
     }
 
     async fn append(&self, id: i64, entries: Vec<LogEntry>) {
@@ -431,6 +462,12 @@ fn local_store(dir: &tempfile::TempDir) -> Arc<dyn ObjectStore> {
     Arc::new(LocalDirStore::new(dir.path().join("archive")).unwrap())
 }
 
+/// Lines `range` of step `id` (tagged "history") written by the database store an hour ago.
+async fn history_rows(db: &TestDb, id: i64, range: std::ops::Range<i64>) {
+    db.append(id, &lines(id, range, "history")).await.unwrap();
+    age_rows(db, id, 3600).await;
+}
+
 /// Marks a step's rows as written `age_secs` ago (the database store's history is older
 /// than the staging marker).
 async fn age_rows(db: &TestDb, id: i64, age_secs: i64) {
@@ -458,8 +495,7 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_woodpecker_exact_in_every_phase_and_the_first_write_wins() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
 
         // Running: a batch with line 2 twice, then an overlapping retry out of order.
@@ -535,8 +571,7 @@ async fn reads_are_woodpecker_exact_in_every_phase_and_the_first_write_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_without_stepfinished_is_archived_after_the_idle_timeout() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         rig.append(12, lines(12, 0..3, "a")).await;
         rig.advance(IDLE / 2).await;
@@ -558,23 +593,17 @@ async fn a_step_without_stepfinished_is_archived_after_the_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_delete_during_a_run_removes_everything_and_reads_see_each_line_once() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         rig.append(21, lines(21, 0..3, "a")).await;
-        rig.engine.step_finished(&step(21)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(21).await;
         assert_eq!(rig.object_texts(21).await, Some(expect(0..3, "a")), "{d:?}");
         rig.append(21, lines(21, 3..6, "a")).await;
 
         // A re-archive held between its upload and the deletion of the rows.
         rig.switch.hold_after_put.store(true, Ordering::SeqCst);
         let done = rig.switch.puts_done.load(Ordering::SeqCst);
-        rig.clock.advance(IDLE);
-        let settle = tokio::spawn({
-            let clock = rig.clock.clone();
-            async move { clock.settle().await }
-        });
+        let settle = rig.advance_in_background(IDLE);
         let switch = rig.switch.clone();
         wait_until("the re-archive is uploaded", || {
             switch.puts_done.load(Ordering::SeqCst) > done
@@ -598,11 +627,7 @@ async fn log_delete_during_a_run_removes_everything_and_reads_see_each_line_once
         rig.append(21, lines(21, 6..8, "a")).await;
         rig.switch.hold_before_put.store(true, Ordering::SeqCst);
         let started = rig.switch.puts_started.load(Ordering::SeqCst);
-        rig.clock.advance(IDLE);
-        let settle = tokio::spawn({
-            let clock = rig.clock.clone();
-            async move { clock.settle().await }
-        });
+        let settle = rig.advance_in_background(IDLE);
         wait_until("the run is uploading", || {
             switch.puts_started.load(Ordering::SeqCst) > started
         })
@@ -655,8 +680,7 @@ async fn a_restarted_engine_sweeps_what_the_first_left_and_not_the_history() {
         let dir = tempfile::tempdir().unwrap();
         let d = db.driver;
         // Logs from the database store, an hour old.
-        db.append(31, &lines(31, 0..4, "history")).await.unwrap();
-        age_rows(&db, 31, 3600).await;
+        history_rows(&db, 31, 0..4).await;
 
         let first = Rig::start(&db, local_store(&dir));
         first.advance(Duration::ZERO).await;
@@ -749,9 +773,7 @@ async fn outage_case(db: &TestDb, rig: &Rig, set_down: &dyn Fn(bool)) {
     let failures = rig.engine.stats().archive_failures;
     assert!(failures >= 1, "{d:?}: the run failed");
     assert_eq!(db.count_log_rows(51).await, 4, "{d:?}: rows kept");
-    for _ in 0..3 {
-        rig.advance(RETRY_MAX).await;
-    }
+    rig.retry_rounds().await;
     assert!(
         rig.engine.stats().archive_failures > failures,
         "{d:?}: retried"
@@ -781,8 +803,7 @@ async fn outage_case(db: &TestDb, rig: &Rig, set_down: &dyn Fn(bool)) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_local_archive_keeps_rows_until_it_is_back() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let switch = rig.switch.clone();
         outage_case(&db, &rig, &|down| switch.down.store(down, Ordering::SeqCst)).await;
     }
@@ -793,18 +814,14 @@ async fn an_unreachable_local_archive_keeps_rows_until_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_uploads_keep_the_rows_until_one_succeeds() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         rig.append(53, lines(53, 0..3, "a")).await;
-        rig.engine.step_finished(&step(53)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(53).await;
         rig.append(53, lines(53, 3..5, "a")).await;
         rig.switch.fail_puts.store(true, Ordering::SeqCst);
         rig.advance(IDLE).await;
-        for _ in 0..3 {
-            rig.advance(RETRY_MAX).await;
-        }
+        rig.retry_rounds().await;
         assert_eq!(db.count_log_rows(53).await, 2, "{d:?}: rows kept");
         assert!(rig.engine.stats().archive_failures >= 2, "{d:?}: retried");
         assert_eq!(rig.object_texts(53).await, Some(expect(0..3, "a")), "{d:?}");
@@ -870,13 +887,10 @@ async fn a_spool_left_by_the_spool_engine_is_imported_and_archived() {
         assert_eq!(db.count_log_rows(61).await, 3, "{d:?}");
 
         // As the addon does for finished steps.
-        rig.engine.step_finished(&step(61)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(61).await;
         assert_eq!(rig.object_texts(61).await, Some(spool_61()), "{d:?}");
         assert_eq!(db.count_log_rows(61).await, 0, "{d:?}");
-        for _ in 0..3 {
-            rig.advance(IDLE).await;
-        }
+        rig.advance_times(IDLE, 3).await;
         assert_eq!(
             rig.object_texts(62).await,
             Some(expect(0..2, "spooled")),
@@ -891,16 +905,26 @@ fn spool_61() -> Vec<(i64, String)> {
     expect(0..3, "spooled")
 }
 
-/// A spool engine appends steps 61 (finished) and 62 (running) and is dropped without
-/// archiving anything, as a killed addon leaves its spool.
-async fn left_spool(spool_dir: &Path, store: Arc<dyn ObjectStore>) {
+/// A spool engine (the TableEngine's finalize delay and idle timeout) on `clock`, ready.
+async fn start_spool_engine(
+    spool_dir: &Path,
+    store: Arc<dyn ObjectStore>,
+    clock: ManualClock,
+) -> Engine {
     let mut s = EngineSettings::new(spool_dir);
     s.finalize_delay = FINALIZE;
     s.idle_timeout = IDLE;
-    let spool = Engine::start_with_clock(s, store, Clock::Manual(ManualClock::new()))
+    let spool = Engine::start_with_clock(s, store, Clock::Manual(clock))
         .await
         .unwrap();
     spool.ready().await.unwrap();
+    spool
+}
+
+/// A spool engine appends steps 61 (finished) and 62 (running) and is dropped without
+/// archiving anything, as a killed addon leaves its spool.
+async fn left_spool(spool_dir: &Path, store: Arc<dyn ObjectStore>) {
+    let spool = start_spool_engine(spool_dir, store, ManualClock::new()).await;
     spool
         .log_append(&step(61), lines(61, 0..2, "spooled"))
         .await
@@ -937,9 +961,7 @@ async fn steps_imported_while_the_archive_is_down_are_still_swept() {
         // The store comes back a while later (the marker's time has whole seconds).
         tokio::time::sleep(Duration::from_millis(1100)).await;
         rig.switch.down.store(false, Ordering::SeqCst);
-        for _ in 0..3 {
-            rig.advance(IDLE).await;
-        }
+        rig.advance_times(IDLE, 3).await;
         assert!(
             read_since_marker(&*rig.direct, "").await.unwrap().is_some(),
             "{d:?}: marker written"
@@ -961,14 +983,12 @@ async fn rows_of_staging_are_drained_into_a_spool_engine() {
     for db in TestDb::every().await {
         let dir = tempfile::tempdir().unwrap();
         let d = db.driver;
-        db.append(73, &lines(73, 0..2, "history")).await.unwrap();
-        age_rows(&db, 73, 3600).await;
+        history_rows(&db, 73, 0..2).await;
 
         let rig = Rig::start(&db, local_store(&dir));
         rig.advance(Duration::ZERO).await;
         rig.append(71, lines(71, 0..3, "t")).await;
-        rig.engine.step_finished(&step(71)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(71).await;
         assert_eq!(rig.object_texts(71).await, Some(expect(0..3, "t")), "{d:?}");
         rig.append(71, lines(71, 3..5, "t")).await;
         rig.append(72, lines(72, 0..2, "t")).await;
@@ -980,13 +1000,8 @@ async fn rows_of_staging_are_drained_into_a_spool_engine() {
             .unwrap()
             .unwrap();
         let clock = ManualClock::new();
-        let mut s = EngineSettings::new(dir.path().join("spool"));
-        s.finalize_delay = FINALIZE;
-        s.idle_timeout = IDLE;
-        let spool = Engine::start_with_clock(s, local_store(&dir), Clock::Manual(clock.clone()))
-            .await
-            .unwrap();
-        spool.ready().await.unwrap();
+        let spool =
+            start_spool_engine(&dir.path().join("spool"), local_store(&dir), clock.clone()).await;
         let moved = drain_table(&*table, since, &spool).await.unwrap();
         let steps: Vec<i64> = moved.steps.iter().map(|(id, _)| id.get()).collect();
         assert_eq!(steps, [71, 72], "{d:?}");
@@ -1026,8 +1041,7 @@ async fn rows_of_staging_are_drained_into_a_spool_engine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_step_ids_are_refused_and_nothing_is_written() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         for bad in [0, -1, i64::MIN] {
             let entries = lines(bad, 0..3, "bad");
@@ -1072,8 +1086,7 @@ fn noise(len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_bytes_and_a_5_mib_line_round_trip_through_the_archive() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         let huge = noise(5 << 20);
         let sent = vec![
@@ -1099,8 +1112,7 @@ async fn odd_bytes_and_a_5_mib_line_round_trip_through_the_archive() {
             "{d:?}: differs from Woodpecker's LogFind"
         );
 
-        rig.engine.step_finished(&step(81)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(81).await;
         let object = rig.object(81).await.expect("archived");
         assert!(
             data(&object) == data(&sent),
@@ -1119,13 +1131,11 @@ async fn odd_bytes_and_a_5_mib_line_round_trip_through_the_archive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_previous_object_fails_the_run_and_keeps_the_rows() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         // A valid object of step 92 to cut short.
         rig.append(92, lines(92, 0..200, "valid")).await;
-        rig.engine.step_finished(&step(92)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(92).await;
         let (valid, info) = rig.direct.get(&key(92)).await.unwrap().unwrap();
 
         let scratch = tempfile::tempdir().unwrap();
@@ -1144,9 +1154,7 @@ async fn a_damaged_previous_object_fails_the_run_and_keeps_the_rows() {
             rig.engine.step_finished(&step(id)).await;
             let failures = rig.engine.stats().archive_failures;
             rig.advance(FINALIZE).await;
-            for _ in 0..3 {
-                rig.advance(RETRY_MAX).await;
-            }
+            rig.retry_rounds().await;
             assert!(
                 rig.engine.stats().archive_failures > failures,
                 "{d:?}: step {id}: the run did not fail"
@@ -1170,12 +1178,10 @@ async fn a_damaged_previous_object_fails_the_run_and_keeps_the_rows() {
 #[ignore = "known issue in engine/src/format/bounded.rs (not database staging): an archived log compressing more than 1024:1 is unreadable"]
 async fn a_5_mib_line_of_one_repeated_byte_reads_back_after_archiving() {
     let db = TestDb::sqlite().await;
-    let dir = tempfile::tempdir().unwrap();
-    let rig = Rig::start(&db, local_store(&dir));
+    let (_dir, rig) = Rig::local(&db);
     rig.append(82, vec![entry(82, 0, &vec![b'='; 5 << 20])])
         .await;
-    rig.engine.step_finished(&step(82)).await;
-    rig.advance(FINALIZE).await;
+    rig.finish(82).await;
     assert!(rig.object(82).await.is_some(), "archived");
     assert_eq!(db.count_log_rows(82).await, 0);
     let read = rig.engine.log_find(&step(82)).await.unwrap();
@@ -1188,12 +1194,10 @@ async fn a_5_mib_line_of_one_repeated_byte_reads_back_after_archiving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_retry_of_line_0_does_not_make_rows_the_whole_log() {
     for db in TestDb::every().await {
-        let dir = tempfile::tempdir().unwrap();
-        let rig = Rig::start(&db, local_store(&dir));
+        let (_dir, rig) = Rig::local(&db);
         let d = db.driver;
         rig.append(54, lines(54, 0..5, "a")).await;
-        rig.engine.step_finished(&step(54)).await;
-        rig.advance(FINALIZE).await;
+        rig.finish(54).await;
         assert_eq!(rig.object_texts(54).await, Some(expect(0..5, "a")), "{d:?}");
         assert_eq!(db.count_log_rows(54).await, 0, "{d:?}");
         rig.append(54, lines(54, 0..2, "a")).await;
