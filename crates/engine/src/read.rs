@@ -198,10 +198,6 @@ impl Shared {
         let maybe_archived = plan.maybe_archived;
         let inner = self.clone();
         let mut staged = blocking(move || inner.read_staged(id, plan)).await?;
-        if let Some((mut rows, _)) = rows {
-            rows.absorb(&staged);
-            staged = rows;
-        }
         let object = match self.store.get(&key).await {
             Ok(object) => object,
             // The archive is unreachable, but this step was never archived: the spool holds
@@ -224,11 +220,17 @@ impl Shared {
                 return Ok(None);
             }
         }
+        // Neither archived nor spooled: the legacy source answers as Woodpecker did (the
+        // database's rows, ids included, also those being moved).
         if object.is_none()
             && staged.is_empty()
             && let Some(legacy) = self.legacy.get()
         {
             return read_through(legacy, id).await.map(Some);
+        }
+        if let Some((mut rows, _)) = rows {
+            rows.absorb(&staged);
+            staged = rows;
         }
         splice(&*self.store, id, &key, staged, object, max)
             .await
