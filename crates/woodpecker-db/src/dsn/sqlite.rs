@@ -4,17 +4,19 @@
 //! at the `?`. Options are handled deliberately:
 //! - mapped: `mode` (`ro` opens read-only; `rw`/`rwc` read-write; the addon never creates
 //!   the file), `immutable`, `vfs`, `_busy_timeout`/`_timeout` (milliseconds, default 5000
-//!   as in go-sqlite3), `_query_only` (read-only);
+//!   as in go-sqlite3), `_query_only` (read-only), `_synchronous`/`_sync` (default `NORMAL`
+//!   as in go-sqlite3: the addon's commits are as durable as the server's own, no more; SQLite's
+//!   own default, `FULL`, syncs the rollback journal once more per commit);
 //! - refused: an in-memory database (`:memory:`, `mode=memory`: it holds none of the
 //!   server's logs) and `_auth*` (SQLite's user-authentication extension, which sqlx lacks);
-//! - ignored: everything else (`cache`, `_journal_mode`, `_synchronous`, `_locking_mode`,
+//! - ignored: everything else (`cache`, `_journal_mode`, `_locking_mode`,
 //!   `_foreign_keys`, `_txlock`, `_loc`, `_cache_size`, `_pragma`, …): they tune the
 //!   server's own connections, and the addon must not change the server's file (its journal
 //!   mode, say) behind its back. Unknown options are ignored, as go-sqlite3 and SQLite do.
 
 use std::time::Duration;
 
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteSynchronous};
 
 use super::{MASK, parse_go_bool, percent_decode, query_pairs};
 
@@ -40,7 +42,8 @@ pub(super) fn options(text: &str) -> Result<SqliteConnectOptions, String> {
     let mut options = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(false)
-        .busy_timeout(DEFAULT_BUSY_TIMEOUT);
+        .busy_timeout(DEFAULT_BUSY_TIMEOUT)
+        .synchronous(SqliteSynchronous::Normal);
     for (key, value) in query_pairs(query)? {
         options = match key.as_str() {
             "mode" => match value.as_str() {
@@ -62,6 +65,7 @@ pub(super) fn options(text: &str) -> Result<SqliteConnectOptions, String> {
                 options.busy_timeout(Duration::from_millis(ms))
             }
             "_query_only" => options.read_only(parse_go_bool(&key, &value)?),
+            "_synchronous" | "_sync" => options.synchronous(synchronous(&key, &value)?),
             key if key.starts_with("_auth") => {
                 return Err(format!(
                     "{key}: SQLite user authentication is not supported; \
@@ -72,6 +76,21 @@ pub(super) fn options(text: &str) -> Result<SqliteConnectOptions, String> {
         };
     }
     Ok(options)
+}
+
+/// go-sqlite3's `_synchronous` values (case-insensitive).
+fn synchronous(key: &str, value: &str) -> Result<SqliteSynchronous, String> {
+    Ok(match value.to_ascii_uppercase().as_str() {
+        "0" | "OFF" => SqliteSynchronous::Off,
+        "1" | "NORMAL" => SqliteSynchronous::Normal,
+        "2" | "FULL" => SqliteSynchronous::Full,
+        "3" | "EXTRA" => SqliteSynchronous::Extra,
+        _ => {
+            return Err(format!(
+                "{key}={value:?}: expected OFF, NORMAL, FULL or EXTRA (or 0-3)"
+            ));
+        }
+    })
 }
 
 /// The file path of a `file:` URI (`file:data.db`, `file:/abs/data.db`,
@@ -157,6 +176,10 @@ mod tests {
             ("file:/d/wp.db?mode=sometimes", "expected ro, rw or rwc"),
             ("/d/wp.db?_busy_timeout=soon", "milliseconds"),
             (
+                "/d/wp.db?_sync=often",
+                "expected OFF, NORMAL, FULL or EXTRA",
+            ),
+            (
                 "/d/wp.db?_auth&_auth_user=a&_auth_pass=b",
                 "user authentication",
             ),
@@ -166,6 +189,35 @@ mod tests {
             let err = options(dsn).unwrap_err();
             assert!(err.contains(reason), "{dsn}: {err}");
         }
+    }
+
+    /// What a connection opened with `dsn` reports for `PRAGMA synchronous` (0-3).
+    async fn synchronous_of(dsn: &str) -> i64 {
+        use sqlx::{ConnectOptions, Connection};
+        let mut conn = options(dsn).unwrap().connect().await.unwrap();
+        let level = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        level
+    }
+
+    #[tokio::test]
+    async fn commits_are_as_durable_as_the_servers_own() {
+        let dir = std::env::temp_dir().join(format!("wpdb-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wp.db");
+        std::fs::write(&file, b"").unwrap();
+        let path = file.display();
+        // go-sqlite3's default and its two spellings; SQLite's own default would be 2.
+        assert_eq!(synchronous_of(&format!("{path}")).await, 1);
+        assert_eq!(
+            synchronous_of(&format!("{path}?_synchronous=full")).await,
+            2
+        );
+        assert_eq!(synchronous_of(&format!("file:{path}?_sync=3")).await, 3);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
