@@ -116,7 +116,8 @@ impl Database {
                 // then wait for each other in SQLite's busy handler, which sleeps up to
                 // 100 ms between tries: with database staging's reads and paced deletes
                 // beside the appends, the append p50 went from ~35 ms to ~315 ms (BENCHMARKS.md).
-                // One connection queues them in the pool instead, in arrival order.
+                // One connection queues them in the pool instead, appends first
+                // (staging/turns.rs).
                 Pool::Sqlite(options(timeout, 1).connect_lazy_with(o.clone()))
             }
             ConnectOptions::Postgres(o) => {

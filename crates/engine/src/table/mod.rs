@@ -106,6 +106,12 @@ pub trait TableStaging: Send + Sync + 'static {
     /// The step's staged entries, as [`EntryStream`] says.
     fn read(&self, step: StepId) -> EntryStream<'_>;
 
+    /// [`TableStaging::read`] for background work nobody waits on (archive runs, moves to
+    /// the spool): the table may let appends go first. The same read by default.
+    fn read_in_background(&self, step: StepId) -> EntryStream<'_> {
+        self.read(step)
+    }
+
     /// Up to `limit` steps with rows, by ascending id above `after`.
     async fn staged_steps(&self, after: i64, limit: usize) -> Result<Vec<StagedStep>, TableError>;
 

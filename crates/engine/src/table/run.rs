@@ -341,7 +341,7 @@ impl Inner {
             .and_then(|built| built)
         };
         let feed = async {
-            let mut rows = self.table.read(id);
+            let mut rows = self.table.read_in_background(id);
             let mut batch = Vec::with_capacity(BUILD_BATCH);
             while let Some(entry) = rows.next().await {
                 batch.push(entry.map_err(|source| ArchiveError::ReadRows {

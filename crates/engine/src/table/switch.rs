@@ -174,7 +174,7 @@ pub async fn drain_table(
             // A LogDelete of the step waits for its move (and then deletes what moved).
             let _moving = engine.draining.moving.lock().await;
             let mut lines = LineRanges::new();
-            let mut rows = table.read(id);
+            let mut rows = table.read_in_background(id);
             let mut batch = Vec::with_capacity(MOVE_BATCH);
             loop {
                 let next = rows.next().await;

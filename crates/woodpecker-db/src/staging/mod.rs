@@ -9,9 +9,13 @@
 //! - [`LogEntriesStaging::staged_steps`]: which steps have rows (recovery, idle sweeper).
 //! - [`LogEntriesStaging::delete_archived`]: deletes the rows of the lines an archive
 //!   holds ([`LineRanges`]), in batches; rows of other lines survive.
+//!
+//! On SQLite (one connection) the archiver's reads and deletes let waiting appends go
+//! first (`turns.rs`).
 
 mod insert;
 mod sql;
+mod turns;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -27,6 +31,7 @@ use crate::error::DbError;
 use crate::sql::{MYSQL, POSTGRES, SQLITE};
 pub use engine::table::{LineRanges, StagedStep};
 use sql::StagingStatements;
+use turns::Turns;
 
 /// Rows a read fetches per statement at most.
 pub const READ_PAGE_ROWS: usize = 1000;
@@ -121,12 +126,15 @@ pub struct LogEntriesStaging {
     /// Whether `(step_id, line)` has Woodpecker's unique index (from v3.15 on): found out
     /// on first append, so an unreachable database does not fail the start.
     unique_lines: OnceCell<bool>,
+    /// SQLite only (one connection): appends go before the archiver's statements.
+    turns: Option<Turns>,
 }
 
 impl LogEntriesStaging {
     /// Staging on `db` (nothing is queried yet).
     pub fn new(db: Database) -> Self {
         Self {
+            turns: (db.driver() == Driver::Sqlite).then(Turns::default),
             db,
             unique_lines: OnceCell::new(),
         }
@@ -182,6 +190,23 @@ impl LogEntriesStaging {
         &self,
         step_id: i64,
     ) -> impl Stream<Item = Result<LogEntry, StagingError>> + Send + '_ {
+        self.read_pages(step_id, false)
+    }
+
+    /// [`LogEntriesStaging::read`] for the archiver: on SQLite each page waits for the
+    /// appends in line first (see `turns.rs`).
+    pub fn read_in_background(
+        &self,
+        step_id: i64,
+    ) -> impl Stream<Item = Result<LogEntry, StagingError>> + Send + '_ {
+        self.read_pages(step_id, true)
+    }
+
+    fn read_pages(
+        &self,
+        step_id: i64,
+        background: bool,
+    ) -> impl Stream<Item = Result<LogEntry, StagingError>> + Send + '_ {
         struct State {
             after: Option<i64>,
             page: VecDeque<LogEntry>,
@@ -197,7 +222,7 @@ impl LogEntriesStaging {
                 return Err(StagingError::InvalidStepId { step_id });
             }
             if state.page.is_empty() && !state.done {
-                let page = self.read_page(step_id, state.after).await?;
+                let page = self.read_page(step_id, state.after, background).await?;
                 state.done = page.rows < READ_PAGE_ROWS && !page.bytes_capped;
                 state.after = page.entries.last().map(|e| e.line).or(state.after);
                 state.page = page.entries.into();
@@ -208,7 +233,16 @@ impl LogEntriesStaging {
 
     /// One page of [`LogEntriesStaging::read`]: rows are taken from the statement's
     /// stream until the page is full, then the statement is dropped.
-    async fn read_page(&self, step_id: i64, after: Option<i64>) -> Result<Page, StagingError> {
+    async fn read_page(
+        &self,
+        step_id: i64,
+        after: Option<i64>,
+        background: bool,
+    ) -> Result<Page, StagingError> {
+        let _turn = match &self.turns {
+            Some(turns) if background => Some(turns.background().await),
+            _ => None,
+        };
         let after = after.unwrap_or(i64::MIN);
         let limit = READ_PAGE_ROWS as i64;
         macro_rules! page {
@@ -320,6 +354,10 @@ impl LogEntriesStaging {
             if i > 0 && !pacing.pause.is_zero() {
                 tokio::time::sleep(pacing.pause).await;
             }
+            let _turn = match &self.turns {
+                Some(turns) => Some(turns.background().await),
+                None => None,
+            };
             let done = match self.db.pool() {
                 Pool::Sqlite(pool) => sqlx::query(sql)
                     .bind(step_id)
@@ -418,6 +456,14 @@ impl TableStaging for LogEntriesStaging {
     fn read(&self, step: StepId) -> EntryStream<'_> {
         Box::pin(
             LogEntriesStaging::read(self, step.get())
+                .map_ok(|entry| LogEntry { id: 0, ..entry })
+                .map_err(table_error),
+        )
+    }
+
+    fn read_in_background(&self, step: StepId) -> EntryStream<'_> {
+        Box::pin(
+            LogEntriesStaging::read_in_background(self, step.get())
                 .map_ok(|entry| LogEntry { id: 0, ..entry })
                 .map_err(table_error),
         )
