@@ -231,6 +231,14 @@ impl LogEntriesStaging {
         })
     }
 
+    /// On SQLite, the turn of one archiver statement (`turns.rs`): held while it runs.
+    async fn background_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.turns {
+            Some(turns) => Some(turns.background().await),
+            None => None,
+        }
+    }
+
     /// One page of [`LogEntriesStaging::read`]: rows are taken from the statement's
     /// stream until the page is full, then the statement is dropped.
     async fn read_page(
@@ -239,9 +247,10 @@ impl LogEntriesStaging {
         after: Option<i64>,
         background: bool,
     ) -> Result<Page, StagingError> {
-        let _turn = match &self.turns {
-            Some(turns) if background => Some(turns.background().await),
-            _ => None,
+        let _turn = if background {
+            self.background_turn().await
+        } else {
+            None
         };
         let after = after.unwrap_or(i64::MIN);
         let limit = READ_PAGE_ROWS as i64;
@@ -354,10 +363,7 @@ impl LogEntriesStaging {
             if i > 0 && !pacing.pause.is_zero() {
                 tokio::time::sleep(pacing.pause).await;
             }
-            let _turn = match &self.turns {
-                Some(turns) => Some(turns.background().await),
-                None => None,
-            };
+            let _turn = self.background_turn().await;
             let done = match self.db.pool() {
                 Pool::Sqlite(pool) => sqlx::query(sql)
                     .bind(step_id)
@@ -454,19 +460,11 @@ impl TableStaging for LogEntriesStaging {
     /// sets (0) and the spool does not keep either, so a step reads the same whichever
     /// staging held it, before and after archiving.
     fn read(&self, step: StepId) -> EntryStream<'_> {
-        Box::pin(
-            LogEntriesStaging::read(self, step.get())
-                .map_ok(|entry| LogEntry { id: 0, ..entry })
-                .map_err(table_error),
-        )
+        entry_stream(LogEntriesStaging::read(self, step.get()))
     }
 
     fn read_in_background(&self, step: StepId) -> EntryStream<'_> {
-        Box::pin(
-            LogEntriesStaging::read_in_background(self, step.get())
-                .map_ok(|entry| LogEntry { id: 0, ..entry })
-                .map_err(table_error),
-        )
+        entry_stream(LogEntriesStaging::read_in_background(self, step.get()))
     }
 
     async fn staged_steps(&self, after: i64, limit: usize) -> Result<Vec<StagedStep>, TableError> {
@@ -486,6 +484,16 @@ impl TableStaging for LogEntriesStaging {
             .await
             .map_err(table_error)
     }
+}
+
+/// A read's rows as the engine's entries (see [`TableStaging::read`] above for the id).
+fn entry_stream<'a>(
+    rows: impl Stream<Item = Result<LogEntry, StagingError>> + Send + 'a,
+) -> EntryStream<'a> {
+    Box::pin(
+        rows.map_ok(|entry| LogEntry { id: 0, ..entry })
+            .map_err(table_error),
+    )
 }
 
 fn table_error(error: StagingError) -> TableError {
