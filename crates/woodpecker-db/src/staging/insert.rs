@@ -51,7 +51,7 @@ impl LogEntriesStaging {
             .has_unique_lines()
             .await
             .map_err(|source| StagingError::Step { step_id, source })?;
-        let _turn = self.turns.as_ref().map(|turns| turns.append());
+        let _turn = self.turns.append();
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

@@ -10,8 +10,8 @@
 //! - [`LogEntriesStaging::delete_archived`]: deletes the rows of the lines an archive
 //!   holds ([`LineRanges`]), in batches; rows of other lines survive.
 //!
-//! On SQLite (one connection) the archiver's reads and deletes let waiting appends go
-//! first (`turns.rs`).
+//! The archiver's reads and deletes run one at a time and let waiting appends go first
+//! (`turns.rs`).
 
 mod insert;
 mod sql;
@@ -126,15 +126,15 @@ pub struct LogEntriesStaging {
     /// Whether `(step_id, line)` has Woodpecker's unique index (from v3.15 on): found out
     /// on first append, so an unreachable database does not fail the start.
     unique_lines: OnceCell<bool>,
-    /// SQLite only (one connection): appends go before the archiver's statements.
-    turns: Option<Turns>,
+    /// Appends go before the archiver's statements, which run one at a time.
+    turns: Turns,
 }
 
 impl LogEntriesStaging {
     /// Staging on `db` (nothing is queried yet).
     pub fn new(db: Database) -> Self {
         Self {
-            turns: (db.driver() == Driver::Sqlite).then(Turns::default),
+            turns: Turns::default(),
             db,
             unique_lines: OnceCell::new(),
         }
@@ -193,8 +193,8 @@ impl LogEntriesStaging {
         self.read_pages(step_id, false)
     }
 
-    /// [`LogEntriesStaging::read`] for the archiver: on SQLite each page waits for the
-    /// appends in line first (see `turns.rs`).
+    /// [`LogEntriesStaging::read`] for the archiver: each page waits for its background
+    /// turn (see `turns.rs`).
     pub fn read_in_background(
         &self,
         step_id: i64,
@@ -231,14 +231,6 @@ impl LogEntriesStaging {
         })
     }
 
-    /// On SQLite, the turn of one archiver statement (`turns.rs`): held while it runs.
-    async fn background_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match &self.turns {
-            Some(turns) => Some(turns.background().await),
-            None => None,
-        }
-    }
-
     /// One page of [`LogEntriesStaging::read`]: rows are taken from the statement's
     /// stream until the page is full, then the statement is dropped.
     async fn read_page(
@@ -248,7 +240,7 @@ impl LogEntriesStaging {
         background: bool,
     ) -> Result<Page, StagingError> {
         let _turn = if background {
-            self.background_turn().await
+            Some(self.turns.background().await)
         } else {
             None
         };
@@ -363,7 +355,7 @@ impl LogEntriesStaging {
             if i > 0 && !pacing.pause.is_zero() {
                 tokio::time::sleep(pacing.pause).await;
             }
-            let _turn = self.background_turn().await;
+            let _turn = self.turns.background().await;
             let done = match self.db.pool() {
                 Pool::Sqlite(pool) => sqlx::query(sql)
                     .bind(step_id)

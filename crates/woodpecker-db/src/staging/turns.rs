@@ -1,11 +1,18 @@
-//! Whose turn it is on SQLite's one connection: appends first.
+//! Whose turn it is in the database: appends first, the archiver one statement at a time.
 //!
-//! SQLite staging runs on one connection (`db.rs` says why), which sqlx's pool hands out in
-//! arrival order. Steps of one pipeline tend to finish together, so several archive runs
-//! queue their page reads and deletes at once, and an append arriving behind them waited
-//! for all of them: measured in the paced benchmark, an append spent 1.7 ms on the
-//! connection (p50) but waited 12.6 ms for it (p90) and 25.7 ms (p99), behind reads of 2.3 ms
-//! and deletes of 3.5 ms each; the database store's p99 on the same run was 6.5 ms.
+//! Steps of one pipeline tend to finish together, so several archive runs (up to
+//! `ARCHIVE_CONCURRENCY`) read their pages and delete their rows at once, while the
+//! running steps keep appending. Measured in the paced benchmark (BENCHMARKS.md):
+//!
+//! - **SQLite** staging runs on one connection (`db.rs` says why), which sqlx's pool hands
+//!   out in arrival order: an append spent 1.7 ms on the connection (p50) but waited
+//!   12.6 ms for it (p90) and 25.7 ms (p99), queued behind reads of 2.3 ms and deletes of
+//!   3.5 ms each; the database store's p99 on the same run was 6.5 ms.
+//! - **MariaDB and PostgreSQL** give every statement a connection of its own, but four
+//!   archive runs' reads and deletes at once share the server's CPU with the appends: the
+//!   append p99 was 13-21 ms on MariaDB (database store 8.5-15 ms) and 14-15 ms on
+//!   PostgreSQL. With the archive off it was 6.4-6.8 ms, so the burst was the archiver's, and
+//!   not a lock (InnoDB counted 6-8 row lock waits per run).
 //!
 //! So the archiver's statements (background work: nobody waits for them) take turns:
 //!
@@ -14,10 +21,14 @@
 //! | append | counts itself as waiting | — |
 //! | background | waits until no append waits (at most [`MAX_YIELD`]), one background statement at a time | holds the background turn |
 //!
-//! An append then waits for at most one background statement (and the appends ahead of
-//! it), never for a queue of them. [`MAX_YIELD`] keeps a stream of back-to-back appends
-//! from starving the archive: the table must not grow without end while appends saturate
-//! the database.
+//! An append then shares the database with at most one background statement (and the
+//! appends ahead of it), never with a queue of them: on SQLite its wait for the connection
+//! went to 1.5 ms (p90) / 4.7 ms (p99), the append p99 to 7.0-9.1 ms on MariaDB and
+//! 7.4-7.9 ms on PostgreSQL, while the
+//! archive kept up as before (rows of finished steps never beyond the finalize delay's).
+//! Uploads still overlap: only statements take turns. [`MAX_YIELD`] keeps a stream of
+//! back-to-back appends from starving the archive: the table must not grow without end
+//! while appends saturate the database.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,14 +38,14 @@ use tokio::sync::{Mutex, MutexGuard, Notify};
 /// How long a background statement gives way to appends at most before it queues anyway.
 pub(super) const MAX_YIELD: Duration = Duration::from_millis(50);
 
-/// Turns on one connection; see the module documentation.
+/// Turns in one database; see the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Turns {
-    /// Appends waiting for or holding the connection.
+    /// Appends waiting for or running their statements.
     appends: AtomicUsize,
     /// Woken when `appends` drops to zero.
     no_appends: Notify,
-    /// Held by the one background statement allowed to queue for the connection.
+    /// Held by the one background statement allowed to run.
     background: Mutex<()>,
 }
 
