@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -84,6 +85,10 @@ type stagingConfig struct {
 	// SQLiteWAL: put the SQLite file in WAL mode first (Woodpecker's default is the rollback
 	// journal), for both stores.
 	SQLiteWAL bool
+	// Rounds: every store runs this many times per database (0 counts as 1), the order of
+	// the stores alternating, and the table gives medians: a p99 of ~5,000 appends on 2
+	// shared cores moves by up to 2x from one run to the next.
+	Rounds int
 }
 
 // stagingRun is the JSON document of a staging benchmark run.
@@ -92,6 +97,7 @@ type stagingRun struct {
 	FinalizeDelay string           `json:"finalize_delay"`
 	Archive       string           `json:"archive"`
 	Corpus        corpusInfo       `json:"corpus"`
+	Rounds        int              `json:"rounds"`
 	Results       []*stagingResult `json:"results"`
 	GoVersion     string           `json:"go_version"`
 	StartedAt     time.Time        `json:"started_at"`
@@ -105,6 +111,7 @@ type stagingResult struct {
 	Database string `json:"database"`
 	// Store is "woodpecker" (its database store) or "addon" (STAGING=database).
 	Store               string       `json:"store"`
+	Round               int          `json:"round"`
 	Paced               pacedResult  `json:"paced"`
 	PacedAppendsPerSec  float64      `json:"paced_appends_per_second"`
 	Burst               burstResult  `json:"burst"`
@@ -213,13 +220,26 @@ func runStaging(cfg stagingConfig, c *corpus, files []string, out string) (*stag
 		run.Archive = "S3 (SeaweedFS on 127.0.0.1, through the counting proxy)"
 	}
 	plan := streamingPlan(c, cfg.Scale.StreamSteps, 1001)
+	run.Rounds = max(cfg.Rounds, 1)
 	for _, driver := range cfg.Drivers {
-		for _, store := range cfg.Stores {
-			r, err := stagingTargetRun(cfg, driver, store, c, plan)
-			if err != nil {
-				return run, fmt.Errorf("%s/%s: %w", driver, store, err)
+		for round := 1; round <= run.Rounds; round++ {
+			// Alternating which store goes first cancels what drifts over a run (the
+			// database server's caches, background purge, the machine's load).
+			stores := slices.Clone(cfg.Stores)
+			if round%2 == 0 {
+				slices.Reverse(stores)
 			}
-			run.Results = append(run.Results, r)
+			for _, store := range stores {
+				if run.Rounds > 1 {
+					log.Printf("%s/%s: round %d of %d", driver, store, round, run.Rounds)
+				}
+				r, err := stagingTargetRun(cfg, driver, store, c, plan)
+				if err != nil {
+					return run, fmt.Errorf("%s/%s: %w", driver, store, err)
+				}
+				r.Round = round
+				run.Results = append(run.Results, r)
+			}
 		}
 	}
 	run.WallSeconds = time.Since(start).Seconds()
@@ -769,16 +789,22 @@ func verifySteps(t target, steps []*trackedStep) verifyResult {
 
 // stagingTable is the comparison as a Markdown table: per database, the database store,
 // the addon, and the addon's ratio (addon / store: below 1 is faster for latency, above 1
-// is more for throughput).
+// is more for throughput). With several rounds, figures are medians over the rounds, and
+// the paced latencies of each round follow; failures and acknowledged lines are summed,
+// row counts are the largest of any round.
 func stagingTable(run *stagingRun) string {
 	var b strings.Builder
-	byKey := map[string]*stagingResult{}
+	byKey := map[string][]*stagingResult{}
 	var dbs []string
 	for _, r := range run.Results {
-		byKey[r.label()] = r
-		if r.Store == "woodpecker" {
+		if _, seen := byKey[r.Database+"/woodpecker"]; !seen && r.Store == "woodpecker" {
 			dbs = append(dbs, r.Database)
 		}
+		byKey[r.label()] = append(byKey[r.label()], r)
+	}
+	rounds := max(run.Rounds, 1)
+	if rounds > 1 {
+		fmt.Fprintf(&b, "Medians over %d rounds per database (the stores' order alternating by round).\n\n", rounds)
 	}
 	ms := func(v float64) string {
 		if v >= 100 {
@@ -792,15 +818,52 @@ func stagingTable(run *stagingRun) string {
 		}
 		return fmt.Sprintf("%.2f×", a/s)
 	}
+	// Over rounds: the median, the sum, the largest.
+	median := func(rs []*stagingResult, get func(*stagingResult) float64) float64 {
+		vs := make([]float64, len(rs))
+		for i, r := range rs {
+			vs[i] = get(r)
+		}
+		sort.Float64s(vs)
+		if n := len(vs); n%2 == 1 {
+			return vs[n/2]
+		} else {
+			return (vs[n/2-1] + vs[n/2]) / 2
+		}
+	}
+	sum := func(rs []*stagingResult, get func(*stagingResult) int64) int64 {
+		var t int64
+		for _, r := range rs {
+			t += get(r)
+		}
+		return t
+	}
+	largest := func(rs []*stagingResult, get func(*stagingResult) int64) int64 {
+		var m int64
+		for _, r := range rs {
+			m = max(m, get(r))
+		}
+		return m
+	}
+	// byRound: one figure per round, "a / b / c"; ratios of the rounds' pairs the same way.
+	byRound := func(rs []*stagingResult, get func(*stagingResult) float64, f func(float64) string) string {
+		parts := make([]string, len(rs))
+		for i, r := range rs {
+			parts[i] = f(get(r))
+		}
+		return strings.Join(parts, " / ")
+	}
 	type row struct {
 		name string
 		get  func(*stagingResult) float64
 		fmt  func(float64) string
 	}
 	num := func(v float64) string { return fmt.Sprintf("%.0f", v) }
+	p50 := func(r *stagingResult) float64 { return r.Paced.P50Ms }
+	p99 := func(r *stagingResult) float64 { return r.Paced.P99Ms }
 	rows := []row{
-		{"paced LogAppend p50, ms", func(r *stagingResult) float64 { return r.Paced.P50Ms }, ms},
-		{"paced LogAppend p99, ms", func(r *stagingResult) float64 { return r.Paced.P99Ms }, ms},
+		{"paced LogAppend p50, ms", p50, ms},
+		{"paced LogAppend p99, ms", p99, ms},
 		{"paced LogAppend max, ms", func(r *stagingResult) float64 { return r.Paced.MaxMs }, ms},
 		{"paced lines/s (offered 16,000)", func(r *stagingResult) float64 { return r.Paced.LinesPerSec }, num},
 		{"paced appends/s (offered 160)", func(r *stagingResult) float64 { return r.PacedAppendsPerSec }, num},
@@ -816,6 +879,11 @@ func stagingTable(run *stagingRun) string {
 		{"log_entries rows beyond running steps' lines, max: paced / whole run", nil, nil},
 		{"acked lines read back (missing, wrong)", nil, nil},
 	}
+	if rounds > 1 {
+		rows = append(rows,
+			row{"paced LogAppend p50 by round, ms", nil, nil},
+			row{"paced LogAppend p99 by round, ms", nil, nil})
+	}
 	fmt.Fprintf(&b, "| measure |")
 	for _, db := range dbs {
 		fmt.Fprintf(&b, " %s: database store | %s: addon | ratio |", db, db)
@@ -829,29 +897,65 @@ func stagingTable(run *stagingRun) string {
 		fmt.Fprintf(&b, "| %s |", rw.name)
 		for _, db := range dbs {
 			s, a := byKey[db+"/woodpecker"], byKey[db+"/addon"]
-			cell := func(r *stagingResult) string {
-				if r == nil {
+			cell := func(rs []*stagingResult) string {
+				if len(rs) == 0 {
 					return "–"
 				}
+				med := func(get func(*stagingResult) float64) string { return ms(median(rs, get)) }
 				switch rw.name {
 				case "paced batches late / failed":
-					return fmt.Sprintf("%d / %d of %d", r.Paced.Late, r.Paced.Errors, r.Paced.Calls)
+					return fmt.Sprintf("%d / %d of %d",
+						sum(rs, func(r *stagingResult) int64 { return int64(r.Paced.Late) }),
+						sum(rs, func(r *stagingResult) int64 { return int64(r.Paced.Errors) }),
+						sum(rs, func(r *stagingResult) int64 { return int64(r.Paced.Calls) }))
 				case "burst: appends p99 before / while archiving / while deleting / after, ms":
-					return fmt.Sprintf("%s / %s / %s / %s", ms(r.Burst.Before.P99Ms), ms(r.Burst.Archiving.P99Ms), ms(r.Burst.Deleting.P99Ms), ms(r.Burst.After.P99Ms))
+					return fmt.Sprintf("%s / %s / %s / %s",
+						med(func(r *stagingResult) float64 { return r.Burst.Before.P99Ms }),
+						med(func(r *stagingResult) float64 { return r.Burst.Archiving.P99Ms }),
+						med(func(r *stagingResult) float64 { return r.Burst.Deleting.P99Ms }),
+						med(func(r *stagingResult) float64 { return r.Burst.After.P99Ms }))
 				case "burst: rows deleted, s (rows/s)":
-					return fmt.Sprintf("%d in %.2f s (%.0f/s)", r.Burst.Rows, r.Burst.DeleteSeconds, r.Burst.RowsPerSec)
+					return fmt.Sprintf("%.0f in %.2f s (%.0f/s)",
+						median(rs, func(r *stagingResult) float64 { return float64(r.Burst.Rows) }),
+						median(rs, func(r *stagingResult) float64 { return r.Burst.DeleteSeconds }),
+						median(rs, func(r *stagingResult) float64 { return r.Burst.RowsPerSec }))
 				case "log_entries rows: start / max / end of streaming / after final archive":
-					return fmt.Sprintf("%d / %d / %d / %d", r.Rows.Start, r.Rows.Max, r.Rows.EndOfStreaming, r.Rows.AfterArchive)
+					return fmt.Sprintf("%d / %d / %d / %d",
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.Start }),
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.Max }),
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.EndOfStreaming }),
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.AfterArchive }))
 				case "log_entries rows beyond running steps' lines, max: paced / whole run":
-					return fmt.Sprintf("%d / %d", r.Rows.PhaseBeyond["paced"], r.Rows.MaxBeyondLive)
+					return fmt.Sprintf("%d / %d",
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.PhaseBeyond["paced"] }),
+						largest(rs, func(r *stagingResult) int64 { return r.Rows.MaxBeyondLive }))
 				case "acked lines read back (missing, wrong)":
-					return fmt.Sprintf("%d (%d, %d)", r.Verify.Lines-r.Verify.Missing, r.Verify.Missing, r.Verify.Wrong)
+					missing := sum(rs, func(r *stagingResult) int64 { return r.Verify.Missing })
+					return fmt.Sprintf("%d (%d, %d)",
+						sum(rs, func(r *stagingResult) int64 { return r.Verify.Lines })-missing, missing,
+						sum(rs, func(r *stagingResult) int64 { return r.Verify.Wrong }))
+				case "paced LogAppend p50 by round, ms":
+					return byRound(rs, p50, ms)
+				case "paced LogAppend p99 by round, ms":
+					return byRound(rs, p99, ms)
 				}
-				return rw.fmt(rw.get(r))
+				return rw.fmt(median(rs, rw.get))
 			}
 			rat := "–"
-			if rw.get != nil && s != nil && a != nil {
-				rat = ratio(rw.get(a), rw.get(s))
+			switch {
+			case len(s) == 0 || len(a) == 0:
+			case rw.get != nil:
+				rat = ratio(median(a, rw.get), median(s, rw.get))
+			case len(s) == len(a) && strings.HasSuffix(rw.name, "by round, ms"):
+				get := p50
+				if strings.Contains(rw.name, "p99") {
+					get = p99
+				}
+				parts := make([]string, len(a))
+				for i := range a {
+					parts[i] = ratio(get(a[i]), get(s[i]))
+				}
+				rat = strings.Join(parts, " / ")
 			}
 			fmt.Fprintf(&b, " %s | %s | %s |", cell(s), cell(a), rat)
 		}

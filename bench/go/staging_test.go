@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -77,6 +78,36 @@ func TestDatabaseStagingAgainstDatabaseStore(t *testing.T) {
 		}
 		if s != nil && a != nil && s.Paced.P50Ms > 0 && s.Paced.P99Ms > 0 {
 			t.Logf("FIGURE staging %s: addon / database store paced LogAppend p50 %.2f×, p99 %.2f× (below 1: addon faster)", db, a.Paced.P50Ms/s.Paced.P50Ms, a.Paced.P99Ms/s.Paced.P99Ms)
+		}
+	}
+}
+
+// TestStagingTableGivesMediansOverRounds: with several rounds the table's figures are the
+// medians of the rounds (not the first or last round), ratios are of those medians, and the
+// paced latencies of each round are listed with each round's ratio.
+func TestStagingTableGivesMediansOverRounds(t *testing.T) {
+	result := func(store string, round int, p99 float64, missing int64) *stagingResult {
+		r := &stagingResult{Database: "mysql", Store: store, Round: round}
+		r.Paced.P50Ms = 1
+		r.Paced.P99Ms = p99
+		r.Verify.Lines = 100
+		r.Verify.Missing = missing
+		return r
+	}
+	run := &stagingRun{Rounds: 3, Results: []*stagingResult{
+		result("woodpecker", 1, 10, 0), result("addon", 1, 40, 0),
+		result("addon", 2, 5, 1), result("woodpecker", 2, 20, 0),
+		result("woodpecker", 3, 8, 0), result("addon", 3, 6, 0),
+	}}
+	table := stagingTable(run)
+	for _, want := range []string{
+		"Medians over 3 rounds",
+		"| paced LogAppend p99, ms | 10.00 | 6.00 | 0.60× |",
+		"| paced LogAppend p99 by round, ms | 10.00 / 20.00 / 8.00 | 40.00 / 5.00 / 6.00 | 4.00× / 0.25× / 0.75× |",
+		"| acked lines read back (missing, wrong) | 300 (0, 0) | 299 (1, 0) | – |",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
 }
