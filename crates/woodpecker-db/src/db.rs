@@ -118,7 +118,15 @@ impl Database {
                 // beside the appends, the append p50 went from ~35 ms to ~315 ms (BENCHMARKS.md).
                 // One connection queues them in the pool instead, appends first
                 // (staging/turns.rs).
-                Pool::Sqlite(options(timeout, 1).connect_lazy_with(o.clone()))
+                //
+                // No ping before handing the connection out (sqlx pings on release anyway):
+                // SQLite has no server that could have hung up, and on the one connection
+                // every ping is a round trip to its worker thread that each append waits for.
+                Pool::Sqlite(
+                    options(timeout, 1)
+                        .test_before_acquire(false)
+                        .connect_lazy_with(o.clone()),
+                )
             }
             ConnectOptions::Postgres(o) => {
                 Pool::Postgres(options(timeout, MAX_CONNECTIONS).connect_lazy_with(o.clone()))
