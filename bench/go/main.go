@@ -81,7 +81,7 @@ func main() {
 
 	if *staging {
 		cfg := stagingConfig{Bin: *bin, SchemaDir: *schemas, Work: *work, FinalizeDelay: *finalize,
-			Admin: map[string]string{"postgres": *pgAdmin, "mysql": *myAdmin}, Stores: strings.Split(*stagingStores, ","), SQLiteWAL: *sqliteWAL, Rounds: *stagingRounds}
+			Admin: map[string]string{"postgres": *pgAdmin, "mysql": *myAdmin}, Stores: strings.Split(*stagingStores, ","), SQLiteWAL: *sqliteWAL, Rounds: *stagingRounds, SettleWait: settleWait}
 		if *extraEnv != "" {
 			cfg.AddonEnv = strings.Split(*extraEnv, ",")
 		}

@@ -89,6 +89,9 @@ type stagingConfig struct {
 	// the stores alternating, and the table gives medians: a p99 of ~5,000 appends on 2
 	// shared cores moves by up to 2x from one run to the next.
 	Rounds int
+	// SettleWait: before each target, wait up to this long for the CPUs to go idle (0: do
+	// not; the tests run beside other tests).
+	SettleWait time.Duration
 }
 
 // stagingRun is the JSON document of a staging benchmark run.
@@ -235,7 +238,7 @@ func runStaging(cfg stagingConfig, c *corpus, files []string, out string) (*stag
 				if run.Rounds > 1 {
 					log.Printf("%s/%s: round %d of %d", driver, store, round, run.Rounds)
 				}
-				settled := waitForIdleCPU(cpuIdleTarget, cpuIdleWait)
+				settled := waitForIdleCPU(cpuIdleTarget, cfg.SettleWait)
 				r, err := stagingTargetRun(cfg, driver, store, round, c, plan)
 				if err != nil {
 					return run, fmt.Errorf("%s/%s: %w", driver, store, err)
@@ -267,7 +270,8 @@ func runStaging(cfg stagingConfig, c *corpus, files []string, out string) (*stag
 // previous target's saturated phase at once (2026-12-03).
 const (
 	cpuIdleTarget = 0.90
-	cpuIdleWait   = 60 * time.Second
+	// settleWait is the benchmark's SettleWait.
+	settleWait = 60 * time.Second
 )
 
 // waitForIdleCPU waits until the CPUs were idle for at least target of one second (from
