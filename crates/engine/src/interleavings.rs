@@ -412,3 +412,161 @@ async fn appends_during_a_delete_neither_wait_nor_bring_deleted_lines_back() {
     assert_eq!(engine.stats().archive_uploads, 1);
     assert_eq!(texts(&engine.log_find(&step(1)).await.unwrap()), after);
 }
+
+/// Woodpecker's `log_entries` as database staging and the legacy read-through both see it:
+/// one row per `(step, line)`, the first write kept.
+#[derive(Default)]
+struct Rows(Mutex<std::collections::BTreeMap<(i64, i64), LogEntry>>);
+
+impl Rows {
+    fn of(&self, step: StepId) -> Vec<LogEntry> {
+        let rows = self.0.lock().unwrap();
+        rows.range((step.get(), i64::MIN)..=(step.get(), i64::MAX))
+            .map(|(_, entry)| entry.clone())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::TableStaging for Rows {
+    fn describe(&self) -> String {
+        "log_entries in memory".into()
+    }
+
+    async fn append(
+        &self,
+        step: StepId,
+        entries: &[LogEntry],
+    ) -> Result<u64, crate::table::TableError> {
+        let mut rows = self.0.lock().unwrap();
+        let before = rows.len();
+        for entry in entries {
+            rows.entry((step.get(), entry.line))
+                .or_insert_with(|| entry.clone());
+        }
+        Ok((rows.len() - before) as u64)
+    }
+
+    fn read(&self, step: StepId) -> crate::table::EntryStream<'_> {
+        Box::pin(futures::stream::iter(self.of(step).into_iter().map(Ok)))
+    }
+
+    async fn staged_steps(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::table::StagedStep>, crate::table::TableError> {
+        let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+        for &(step_id, _) in self.0.lock().unwrap().keys() {
+            *counts.entry(step_id).or_default() += 1;
+        }
+        Ok(counts
+            .range(after + 1..)
+            .take(limit)
+            .map(|(&step_id, &rows)| crate::table::StagedStep {
+                step_id,
+                rows,
+                max_id: 0,
+                last_created: i64::MAX,
+            })
+            .collect())
+    }
+
+    async fn delete_lines(
+        &self,
+        step: StepId,
+        lines: &crate::table::LineRanges,
+    ) -> Result<u64, crate::table::TableError> {
+        let mut rows = self.0.lock().unwrap();
+        let before = rows.len();
+        for &(first, last) in lines.ranges() {
+            rows.retain(|&(s, line), _| s != step.get() || !(first..=last).contains(&line));
+        }
+        Ok((before - rows.len()) as u64)
+    }
+
+    async fn delete_step(&self, step: StepId) -> Result<u64, crate::table::TableError> {
+        let mut rows = self.0.lock().unwrap();
+        let before = rows.len();
+        rows.retain(|&(s, _), _| s != step.get());
+        Ok((before - rows.len()) as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::legacy::LegacyLogs for Rows {
+    fn describe(&self) -> String {
+        "log_entries in memory".into()
+    }
+
+    async fn find(&self, id: StepId) -> Result<Vec<LogEntry>, crate::legacy::LegacyError> {
+        Ok(self.of(id))
+    }
+
+    async fn delete(&self, id: StepId) -> Result<(), crate::legacy::LegacyError> {
+        self.0.lock().unwrap().retain(|&(s, _), _| s != id.get());
+        Ok(())
+    }
+
+    async fn step_ids(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, crate::legacy::LegacyError> {
+        let mut ids: Vec<i64> = self.0.lock().unwrap().keys().map(|&(s, _)| s).collect();
+        ids.dedup();
+        Ok(ids.into_iter().filter(|&s| s > after).take(limit).collect())
+    }
+
+    async fn entries(
+        &self,
+        id: StepId,
+        after_line: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, crate::legacy::LegacyError> {
+        Ok(self
+            .of(id)
+            .into_iter()
+            .filter(|e| after_line.is_none_or(|after| e.line > after))
+            .take(limit)
+            .collect())
+    }
+
+    async fn running(&self, _id: StepId) -> Result<bool, crate::legacy::LegacyError> {
+        Ok(false)
+    }
+}
+
+/// Switching from database staging back to the spool (TestStagingSwitchModes read 0 of 100
+/// lines once in a clean-clone CI run): a read takes the step's rows, finds the spool
+/// empty, and before it asks the legacy source (the same table) the move appends the rows to
+/// the spool and deletes them. The read must not answer with the emptied table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_racing_the_move_from_the_table_into_the_spool_sees_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _clock) = engine(dir.path()).await;
+    let rows = Arc::new(Rows::default());
+    let id = StepId::new(6).unwrap();
+    let written: Vec<LogEntry> = (0..100)
+        .map(|n| entry(6, n, "staged in the table"))
+        .collect();
+    crate::TableStaging::append(&*rows, id, &written)
+        .await
+        .unwrap();
+    engine.set_legacy(crate::legacy::LegacySources::new(vec![rows.clone()]));
+    engine.read_table_too(Some(rows.clone()));
+
+    let (planned, go) = pause_at(format!("planned {id}"));
+    let reader = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.log_find(&step(6)).await }
+    });
+    planned.await.unwrap();
+    let moved = crate::table::drain_table(&*rows, 0, &engine).await.unwrap();
+    assert_eq!(moved.entries, 100);
+    assert!(rows.of(id).is_empty(), "the rows were deleted once moved");
+    go.send(()).unwrap();
+
+    let found = reader.await.unwrap().unwrap();
+    assert_eq!(texts(&found), texts(&written));
+}

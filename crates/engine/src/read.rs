@@ -163,7 +163,13 @@ impl Shared {
             None => None,
         };
         let inner = self.clone();
-        let plan = blocking(move || inner.staged_plan(id)).await;
+        let plan = blocking(move || {
+            let plan = inner.staged_plan(id);
+            #[cfg(test)]
+            crate::interleavings::reached(&format!("planned {id}"));
+            plan
+        })
+        .await;
         let key = format::object_key(&self.settings.key_prefix, id);
         let max = self.settings.max_log_size;
         // Only the object's size and metadata, to size the read; a step that was never
