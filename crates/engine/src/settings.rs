@@ -139,6 +139,9 @@ pub struct EngineSettings {
     /// Entries buffered in memory while sorting a step's spool for its archive; larger spools
     /// are sorted in runs on disk and merged.
     pub sort_budget_bytes: usize,
+    /// With database staging, bytes of running steps' lines kept in memory so that archive
+    /// runs need not read them back from the database (0: always read them back).
+    pub staged_copy_bytes: u64,
     /// First wait before retrying a failed archive upload; doubles up to `retry_max`.
     pub retry_initial: Duration,
     /// Longest wait between archive retries.
@@ -175,6 +178,7 @@ impl EngineSettings {
             sync_interval: Duration::from_secs(1),
             max_open_files: 256,
             sort_budget_bytes: 16 << 20,
+            staged_copy_bytes: 64 << 20,
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
         }

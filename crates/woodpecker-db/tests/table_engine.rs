@@ -555,10 +555,13 @@ async fn reads_are_woodpecker_exact_in_every_phase_and_the_first_write_wins() {
             (
                 stats.archive_uploads,
                 stats.archive_failures,
-                stats.pending_steps
+                stats.pending_steps,
+                stats.runs_from_memory,
+                stats.held_bytes,
             ),
-            (2, 0, 0),
-            "{d:?}"
+            (2, 0, 0, 1, 0),
+            "{d:?}: the first object built from the lines held in memory, the late lines \
+             from the table (the copy ends with the first archive)"
         );
         // Nothing more happens.
         rig.advance(IDLE * 3).await;
@@ -665,6 +668,46 @@ async fn log_delete_during_a_run_removes_everything_and_reads_see_each_line_once
         rig.advance(IDLE * 2).await;
         assert!(rig.object(22).await.is_none(), "{d:?}");
         assert!(rig.find(22).await.is_empty(), "{d:?}");
+    }
+}
+
+/// The copy in memory an archive run builds from holds only what this engine appended: rows
+/// of lines it never saw (written by an earlier process) are neither lost nor deleted. They
+/// stay in the table, reads merge them, and the sweep archives them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_copy_in_memory_never_saw_stay_until_the_sweep_archives_them() {
+    for db in TestDb::every().await {
+        let (_dir, rig) = Rig::local(&db);
+        let d = db.driver;
+        rig.advance(Duration::ZERO).await;
+        db.append(13, &lines(13, 1..3, "earlier")).await.unwrap();
+        let mut appended = lines(13, 0..1, "a");
+        appended.extend(lines(13, 3..5, "a"));
+        rig.append(13, appended).await;
+        let mut all = expect(0..1, "a");
+        all.extend(expect(1..3, "earlier"));
+        all.extend(expect(3..5, "a"));
+
+        rig.finish(13).await;
+        assert_eq!(rig.engine.stats().runs_from_memory, 1, "{d:?}");
+        let mut held = expect(0..1, "a");
+        held.extend(expect(3..5, "a"));
+        assert_eq!(rig.object_texts(13).await, Some(held), "{d:?}");
+        assert_eq!(
+            db.count_log_rows(13).await,
+            2,
+            "{d:?}: the rows not in the object stay"
+        );
+        assert_eq!(rig.find(13).await, all, "{d:?}: object and rows");
+
+        rig.advance_times(IDLE, 3).await;
+        assert_eq!(
+            rig.object_texts(13).await,
+            Some(all.clone()),
+            "{d:?}: swept"
+        );
+        assert_eq!(db.count_log_rows(13).await, 0, "{d:?}");
+        assert_eq!(rig.find(13).await, all, "{d:?}");
     }
 }
 

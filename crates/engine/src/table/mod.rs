@@ -20,6 +20,7 @@
 //! between the spool and the table when the mode changes), `lines.rs` ([`LineRanges`]).
 
 mod find;
+mod held;
 mod lines;
 mod run;
 mod since;
@@ -137,6 +138,8 @@ struct Inner {
     store: Arc<dyn ObjectStore>,
     table: Arc<dyn TableStaging>,
     steps: StepBook,
+    /// What this process staged for running steps, for archive runs.
+    held: held::HeldLines,
     /// Upload slots: `archive_concurrency` runs at once.
     permits: Arc<Semaphore>,
     read_budget: ReadBudget,
@@ -167,6 +170,7 @@ struct TableCounters {
     archive_uploads: AtomicU64,
     archive_failures: AtomicU64,
     rows_deleted: AtomicU64,
+    runs_from_memory: AtomicU64,
 }
 
 /// Counters of a [`TableEngine`] since it started.
@@ -180,6 +184,10 @@ pub struct TableStats {
     pub archive_failures: u64,
     /// Rows deleted after their object was verified.
     pub rows_deleted: u64,
+    /// Objects built from the lines this process held in memory, without reading the rows.
+    pub runs_from_memory: u64,
+    /// Bytes of lines held in memory for archive runs.
+    pub held_bytes: u64,
     /// Steps with staged lines not yet in a verified object, as far as this process knows.
     pub pending_steps: u64,
 }
@@ -204,6 +212,7 @@ impl TableEngine {
             permits: Arc::new(Semaphore::new(settings.archive_concurrency.max(1))),
             read_budget: ReadBudget::new(settings.read_memory),
             backoff: Backoff::new(settings.retry_initial, settings.retry_max),
+            held: held::HeldLines::new(settings.staged_copy_bytes),
             settings,
             store,
             table,
@@ -264,6 +273,8 @@ impl TableEngine {
             archive_uploads: c.archive_uploads.load(Ordering::Relaxed),
             archive_failures: c.archive_failures.load(Ordering::Relaxed),
             rows_deleted: c.rows_deleted.load(Ordering::Relaxed),
+            runs_from_memory: c.runs_from_memory.load(Ordering::Relaxed),
+            held_bytes: self.inner.held.bytes(),
             pending_steps: self.inner.steps.pending(),
         }
     }
@@ -304,7 +315,14 @@ impl LogService for TableEngine {
             return Ok(());
         }
         let inner = &self.inner;
-        inner.table.append(id, &entries).await.map_err(|e| {
+        inner
+            .held
+            .begin(id, &entries, !inner.steps.archived_here(id));
+        let appended = inner.table.append(id, &entries).await;
+        inner
+            .held
+            .end(id, &entries, appended.as_ref().ok().copied());
+        appended.map_err(|e| {
             storage(format!(
                 "cannot stage {} log lines of step {id} in {}: {e}",
                 entries.len(),
@@ -357,6 +375,9 @@ impl Inner {
             .await
             .map_err(|e| storage(format!("cannot delete the spooled log of step {id}: {e}")))?;
         }
+        // First: a run after a delete that failed half-way must read what is left in the
+        // table, not bring the deleted lines back from memory.
+        self.held.forget(id);
         let key = crate::format::object_key(&self.settings.key_prefix, id);
         self.store.delete(&key).await.map_err(|e| {
             storage(format!(

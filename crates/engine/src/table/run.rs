@@ -31,6 +31,8 @@ struct Stored {
     summary: Summary,
     size: u64,
     rows_deleted: u64,
+    /// Where the run read the rows: `memory` (the copy held, see `held.rs`) or `table`.
+    rows_from: &'static str,
 }
 
 /// The object built from the previous one and the rows, in a scratch file.
@@ -39,6 +41,7 @@ struct Built {
     size: u64,
     summary: Summary,
     lines: LineRanges,
+    rows_from: &'static str,
 }
 
 impl Inner {
@@ -173,6 +176,7 @@ impl Inner {
             Ok(Some(stored)) => {
                 tracing::info!(step = %id, key = %stored.key, lines = stored.summary.lines,
                     bytes = stored.size, rows_deleted = stored.rows_deleted,
+                    rows_from = stored.rows_from,
                     "archived step log; its rows are deleted from the database");
                 self.steps.run_ended(id, now, None);
             }
@@ -222,6 +226,7 @@ impl Inner {
             size,
             summary,
             lines,
+            rows_from,
         } = built;
         blocking(move || drop(file)).await;
         verify(&info, size, &summary).map_err(|source| ArchiveError::Verify {
@@ -245,11 +250,13 @@ impl Inner {
         self.counters
             .rows_deleted
             .fetch_add(rows_deleted, Ordering::Relaxed);
+        self.held.archived(id, &lines);
         Ok(Some(Stored {
             key,
             summary,
             size,
             rows_deleted,
+            rows_from,
         }))
     }
 
@@ -322,7 +329,9 @@ impl Inner {
     }
 
     /// Streams the step's rows into a build on a blocking thread (at idle priority); the
-    /// memory held is one page of rows, the sort budget and the previous object.
+    /// memory held is one page of rows, the sort budget and the previous object. The rows
+    /// come from the copy this process held of them when it has one (see `held.rs`), else
+    /// from the table.
     async fn build(
         self: &Arc<Self>,
         id: StepId,
@@ -340,7 +349,21 @@ impl Inner {
             .await
             .and_then(|built| built)
         };
+        let held = self.held.snapshot(id);
+        let rows_from = if held.is_some() { "memory" } else { "table" };
         let feed = async {
+            if let Some(held) = held {
+                self.counters
+                    .runs_from_memory
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut held = held.into_iter();
+                loop {
+                    let batch: Vec<LogEntry> = held.by_ref().take(BUILD_BATCH).collect();
+                    if batch.is_empty() || tx.send(batch).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             let mut rows = self.table.read_in_background(id);
             let mut batch = Vec::with_capacity(BUILD_BATCH);
             while let Some(entry) = rows.next().await {
@@ -371,10 +394,11 @@ impl Inner {
         let (fed, built) = tokio::join!(feed, builder);
         // Rows that could not be read leave the build short: that error comes first.
         fed?;
-        built.map_err(|source| ArchiveError::Build {
+        let built = built.map_err(|source| ArchiveError::Build {
             key: key.to_owned(),
             source,
-        })
+        })?;
+        Ok(built.map(|built| Built { rows_from, ..built }))
     }
 }
 
@@ -411,5 +435,6 @@ fn build_from(
         size,
         summary,
         lines,
+        rows_from: "table",
     }))
 }

@@ -173,6 +173,13 @@ impl StepBook {
         self.lock().get_mut(&id).map(f)
     }
 
+    /// Whether this process stored an object of the step (its rows may then be late lines
+    /// only).
+    pub(super) fn archived_here(&self, id: StepId) -> bool {
+        self.with(id, |state| state.archived_here)
+            .unwrap_or_else(|| self.archived().contains(&id))
+    }
+
     /// Whether reads may serve the step's rows alone while the archive is unreachable.
     pub(super) fn whole_log_staged(&self, id: StepId) -> bool {
         self.with(id, |state| state.whole_log_staged)
