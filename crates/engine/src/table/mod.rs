@@ -315,9 +315,10 @@ impl LogService for TableEngine {
             return Ok(());
         }
         let inner = &self.inner;
-        inner
-            .held
-            .begin(id, &entries, !inner.steps.archived_here(id));
+        let saw_first_line = entries.iter().any(|entry| entry.line == 0);
+        // Only a first batch may start a copy: the step book is not asked on every append.
+        let may_hold = saw_first_line && !inner.steps.archived_here(id);
+        inner.held.begin(id, &entries, may_hold);
         let appended = inner.table.append(id, &entries).await;
         inner
             .held
@@ -330,7 +331,6 @@ impl LogService for TableEngine {
             ))
         })?;
         inner.counters.appends.fetch_add(1, Ordering::Relaxed);
-        let saw_first_line = entries.iter().any(|entry| entry.line == 0);
         inner.steps.appended(id, inner.clock.now(), saw_first_line);
         Ok(())
     }

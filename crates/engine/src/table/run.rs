@@ -342,15 +342,22 @@ impl Inner {
         let scratch = self.scratch.clone();
         let level = self.settings.compression_level;
         let sort_budget = self.settings.sort_budget_bytes;
+        let held = self.held.snapshot(id);
+        let rows_from = if held.is_some() { "memory" } else { "table" };
         let builder = async move {
             at_idle_priority("table-archive-build", move || {
-                build_from(previous.as_deref(), &scratch, sort_budget, level, &mut rx)
+                build_from(
+                    previous.as_deref(),
+                    &scratch,
+                    sort_budget,
+                    level,
+                    rows_from,
+                    &mut rx,
+                )
             })
             .await
             .and_then(|built| built)
         };
-        let held = self.held.snapshot(id);
-        let rows_from = if held.is_some() { "memory" } else { "table" };
         let feed = async {
             if let Some(held) = held {
                 self.counters
@@ -394,11 +401,10 @@ impl Inner {
         let (fed, built) = tokio::join!(feed, builder);
         // Rows that could not be read leave the build short: that error comes first.
         fed?;
-        let built = built.map_err(|source| ArchiveError::Build {
+        built.map_err(|source| ArchiveError::Build {
             key: key.to_owned(),
             source,
-        })?;
-        Ok(built.map(|built| Built { rows_from, ..built }))
+        })
     }
 }
 
@@ -409,6 +415,7 @@ fn build_from(
     scratch: &std::path::Path,
     sort_budget: usize,
     level: i32,
+    rows_from: &'static str,
     rows: &mut mpsc::Receiver<Vec<LogEntry>>,
 ) -> std::io::Result<Option<Built>> {
     std::fs::create_dir_all(scratch)?;
@@ -435,6 +442,6 @@ fn build_from(
         size,
         summary,
         lines,
-        rows_from: "table",
+        rows_from,
     }))
 }
